@@ -1,0 +1,155 @@
+"""Run configs: composition (Hydra compose API), validation, and the run-id hash.
+
+``conf/`` is the single source of truth. The Snakefile and the tests compose run configs through
+``compose_run``; ``python -m flatness.train`` composes the same files through ``@hydra.main``. Both
+call ``validate`` before any work starts, so a bad value fails with a message that names the key,
+the value and what is allowed, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from flatness.corruptions import CORRUPTION_TYPES
+from flatness.data import DATASET_NAMES
+from flatness.models import MODEL_NAMES
+
+CONF_DIR = Path(os.environ.get("FLATNESS_CONF", Path(__file__).resolve().parents[2] / "conf"))
+
+# Keys that say where and how a run is recorded, not what it computes: left out of the run id.
+BOOKKEEPING_KEYS = ("out_dir", "device", "progress", "tracking", "measures", "hydra")
+BOOKKEEPING_SUBKEYS = (("train", "checkpoint_every"), ("data", "root"))
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("constant", "cosine", "step", "exponential")
+TRACKING_MODES = ("offline", "online", "disabled")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed; the message names key, value and what is allowed."""
+
+
+def compose_run(overrides: Sequence[str] = (), conf_dir: Path | None = None) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra overrides, resolve it and validate it."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(str(conf_dir or CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    cfg = resolved(cfg)
+    validate(cfg)
+    return cfg
+
+
+def resolved(cfg: DictConfig) -> DictConfig:
+    """A resolved, struct-mode copy without the ``hydra`` node (not part of a run)."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    out = OmegaConf.create(container)
+    OmegaConf.set_struct(out, True)
+    return out
+
+
+def result_config(cfg: DictConfig) -> dict[str, Any]:
+    """The part of a config that determines a run's results (everything but bookkeeping)."""
+    c = OmegaConf.to_container(cfg, resolve=True)
+    for key in BOOKKEEPING_KEYS:
+        c.pop(key, None)
+    for section, key in BOOKKEEPING_SUBKEYS:
+        c.get(section, {}).pop(key, None)
+    return c
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def run_id(cfg: DictConfig) -> str:
+    """Hash of the result-determining config: names the run folder, so stale results can't be reused."""
+    return _digest(result_config(cfg))
+
+
+def group_id(cfg: DictConfig) -> str:
+    """The run id with the seed removed: seeds of one configuration share a W&B group."""
+    c = result_config(cfg)
+    c.pop("seed", None)
+    return _digest(c)
+
+
+# ---- validation -----------------------------------------------------------------------------
+
+Check = Callable[[Any], bool]
+
+
+def _one_of(choices: Sequence[str]) -> tuple[Check, str]:
+    return (lambda v: v in choices), f"one of {', '.join(map(str, choices))}"
+
+
+_INT = (int,)
+_NUM = (int, float)
+_RULES: dict[str, tuple[tuple[type, ...], bool, Check, str]] = {
+    # key: (types, nullable, predicate, what is allowed)
+    "seed": (_INT, False, lambda v: v >= 0, "an integer >= 0"),
+    "device": ((str,), False, *_one_of(DEVICES)),
+    "data.name": ((str,), False, *_one_of(DATASET_NAMES)),
+    "data.n_train": (_INT, True, lambda v: v > 0, "null or an integer > 0"),
+    "data.n_test": (_INT, True, lambda v: v > 0, "null or an integer > 0"),
+    "data.augment": ((bool,), False, lambda v: True, "true or false"),
+    "data.augment_shift": (_INT, False, lambda v: v >= 0, "an integer >= 0"),
+    "data.corruption.type": ((str,), False, *_one_of(CORRUPTION_TYPES)),
+    "data.corruption.fraction": (_NUM, False, lambda v: 0 <= v <= 1, "a number in [0, 1]"),
+    "data.corruption.apply_to_test": ((bool,), False, lambda v: True, "true or false"),
+    "model.name": ((str,), False, *_one_of(MODEL_NAMES)),
+    "model.depth": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "model.width": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "model.batch_norm": ((bool,), False, lambda v: True, "true or false"),
+    "model.dropout": (_NUM, False, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "optim.name": ((str,), False, *_one_of(OPTIMIZERS)),
+    "optim.lr": (_NUM, False, lambda v: v > 0, "a number > 0"),
+    "optim.momentum": (_NUM, False, lambda v: 0 <= v < 1, "a number in [0, 1)"),
+    "optim.weight_decay": (_NUM, False, lambda v: v >= 0, "a number >= 0"),
+    "optim.schedule": ((str,), False, *_one_of(SCHEDULES)),
+    "optim.step_every": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "optim.gamma": (_NUM, False, lambda v: 0 < v <= 1, "a number in (0, 1]"),
+    "optim.warmup_epochs": (_INT, False, lambda v: v >= 0, "an integer >= 0"),
+    "train.epochs": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "train.steps": (_INT, True, lambda v: v >= 1, "null or an integer >= 1"),
+    "train.batch_size": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "train.target_train_loss": (_NUM, True, lambda v: v > 0, "null or a number > 0"),
+    "train.stop_at_full_accuracy": ((bool,), False, lambda v: True, "true or false"),
+    "train.eval_every": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "train.checkpoint_every": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "tracking.mode": ((str,), False, *_one_of(TRACKING_MODES)),
+    "progress": ((bool, str), False, lambda v: v in (True, False, "auto"), "auto, true or false"),
+}
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ``ConfigError`` for the first value of the wrong type or out of range."""
+    for key, (types, nullable, ok, allowed) in _RULES.items():
+        value = OmegaConf.select(cfg, key, default="<missing>")
+        if isinstance(value, str) and value == "<missing>":
+            raise ConfigError(f"{key} is missing from the config; allowed: {allowed}")
+        if value is None and nullable:
+            continue
+        is_bool = isinstance(value, bool)
+        type_ok = isinstance(value, types) and (bool in types or not is_bool)
+        if not type_ok or not ok(value):
+            raise ConfigError(f"{key}={value!r} is not allowed; allowed: {allowed}")
+    if cfg.data.name in ("mnist", "cifar10") and cfg.data.root is None:
+        raise ConfigError(
+            f"data.root=None is not allowed for data.name={cfg.data.name}; allowed: a local folder "
+            "in torchvision's layout (or set FLATNESS_DATA_ROOT)"
+        )
+    _validate_measures(cfg)
+
+
+def _validate_measures(cfg: DictConfig) -> None:  # TODO(lead): wire to the measures validator
+    return None
