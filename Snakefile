@@ -1,0 +1,36 @@
+"""The flatness study DAG: train -> measure -> aggregate -> figures -> report.
+
+    snakemake --cores all                          # the default study (MNIST-1D, no downloads)
+    snakemake --cores all --config study=width     # another study in conf/study/
+    snakemake --report results/report.html         # the HTML report with every figure
+
+Every grid lives in conf/study/<name>.yaml; this file asks flatness.study for the runs and restates
+nothing. Run folders are named by the hash of each run's result-determining config.
+"""
+
+from flatness.study import load_study
+
+
+configfile: "workflow/config.yaml"
+
+
+STUDY = load_study(config["study"], results_dir=config["results"])
+R = f"{config['results']}/{STUDY.name}"
+RUN_DIR = f"{R}/runs/{{run_id}}"
+
+
+wildcard_constraints:
+    run_id="[0-9a-f]{12}",
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{R}/table.csv",
+        figure_targets(),

@@ -1,0 +1,18 @@
+rule figures:
+    """Every figure of the study's families, each captioned in the Snakemake report."""
+    input:
+        table=f"{R}/table.csv",
+        histories=run_files("history.csv"),
+    output:
+        **{
+            name: report(
+                f"{R}/figures/{name}.png",
+                caption=f"report/{name}.rst",
+                category=FIGURES[name],
+            )
+            for name in figure_names()
+        },
+    log:
+        f"{R}/logs/figures.log",
+    shell:
+        "{PYTHON} -m flatness.stages.figures {R} {output} > {log} 2>&1"

@@ -1,0 +1,14 @@
+rule train:
+    """One training run; rerunning after a kill resumes from its checkpoint."""
+    output:
+        metrics=f"{RUN_DIR}/metrics.json",
+        history=f"{RUN_DIR}/history.csv",
+        model=f"{RUN_DIR}/model.pt",
+        init=f"{RUN_DIR}/model_init.pt",
+        config=f"{RUN_DIR}/config.yaml",
+    params:
+        overrides=run_overrides,
+    log:
+        f"{R}/logs/train/{{run_id}}.log",
+    shell:
+        "{PYTHON} -m flatness.train {params.overrides} progress=false > {log} 2>&1"
