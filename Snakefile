@@ -8,10 +8,12 @@ Every grid lives in conf/study/<name>.yaml; this file asks flatness.study for th
 nothing. Run folders are named by the hash of each run's result-determining config.
 """
 
+import os
+
 from flatness.study import load_study
 
 
-configfile: "workflow/config.yaml"
+configfile: os.path.join(workflow.basedir, "workflow/config.yaml")
 
 
 STUDY = load_study(config["study"], results_dir=config["results"])

@@ -5,8 +5,11 @@ rule manifest:
     params:
         manifest=json.dumps(STUDY.manifest(), indent=2),
     localrule: True
+    log:
+        f"{R}/logs/manifest.log",
     run:
         atomic_write_text(output[0], params.manifest)
+        atomic_write_text(log[0], f"{len(STUDY.runs)} runs\n")
 
 
 rule aggregate:
@@ -16,7 +19,12 @@ rule aggregate:
         metrics=run_files("metrics.json"),
     output:
         table=f"{R}/table.csv",
+    params:
+        python=PYTHON,
+        results=lambda wildcards, input: os.path.dirname(input.manifest),
+    conda:
+        "../envs/flatness.yaml"
     log:
         f"{R}/logs/aggregate.log",
     shell:
-        "{PYTHON} -m flatness.stages.aggregate {R} > {log} 2>&1"
+        "{params.python} -m flatness.stages.aggregate {params.results} > {log} 2>&1"

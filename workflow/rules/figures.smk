@@ -7,12 +7,17 @@ rule figures:
         **{
             name: report(
                 f"{R}/figures/{name}.png",
-                caption=f"report/{name}.rst",
+                caption=f"../report/{name}.rst",
                 category=FIGURES[name],
             )
             for name in figure_names()
         },
+    params:
+        python=PYTHON,
+        results=lambda wildcards, input: os.path.dirname(input.table),
+    conda:
+        "../envs/flatness.yaml"
     log:
         f"{R}/logs/figures.log",
     shell:
-        "{PYTHON} -m flatness.stages.figures {R} {output} > {log} 2>&1"
+        "{params.python} -m flatness.stages.figures {params.results} {output} > {log} 2>&1"

@@ -8,7 +8,10 @@ rule train:
         config=f"{RUN_DIR}/config.yaml",
     params:
         overrides=run_overrides,
+        python=PYTHON,
+    conda:
+        "../envs/flatness.yaml"
     log:
         f"{R}/logs/train/{{run_id}}.log",
     shell:
-        "{PYTHON} -m flatness.train {params.overrides} progress=false > {log} 2>&1"
+        "{params.python} -m flatness.train {params.overrides} progress=false > {log} 2>&1"
