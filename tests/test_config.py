@@ -69,12 +69,12 @@ def test_bad_values_name_key_value_and_allowed(compose, override, key, allowed):
 
 
 def test_unknown_key_is_refused(compose):
-    with pytest.raises(Exception, match="model.widht"):
+    with pytest.raises(Exception, match=r"model\.widht"):
         compose("model.widht=3")
 
 
 def test_torchvision_data_needs_a_root(compose):
-    with pytest.raises(ConfigError, match="data.root"):
+    with pytest.raises(ConfigError, match=r"data\.root"):
         compose("data=cifar10", "data.root=null")
 
 
