@@ -1,0 +1,82 @@
+"""Training: memorizing random labels, exact resume after a kill, divergence, determinism."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from flatness.io import read_json
+from flatness.train import run
+
+SMALL = ("data.n_train=200", "data.n_test=100", "tracking.mode=disabled")
+
+
+def test_mlp_fits_random_labels(compose, tmp_path):
+    cfg = compose(
+        *SMALL, "data.corruption.type=labels", "data.corruption.fraction=1.0",
+        "model.width=256", "optim=adam", "optim.lr=0.003", "train.epochs=300",
+        "train.stop_at_full_accuracy=true", "train.batch_size=50", f"out_dir={tmp_path}",
+    )  # fmt: skip
+    metrics = run(cfg)
+    assert metrics["train_acc"] == 1.0 and metrics["stopped_by"] == "full_accuracy"
+    assert metrics["time_to_fit_epoch"] == metrics["epochs"] < 300
+    assert metrics["test_acc"] < 0.25  # random labels: nothing to generalize
+
+
+def test_contract_files_and_determinism(compose, tmp_path):
+    overrides = (*SMALL, "train.epochs=3", "model.dropout=0.2", "data.augment=true")
+    a = run(compose(*overrides, f"out_dir={tmp_path / 'a'}"))
+    b = run(compose(*overrides, f"out_dir={tmp_path / 'b'}"))
+    for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
+        assert a[key] == b[key]
+    files = {p.name for p in (tmp_path / "a").iterdir()}
+    assert {"config.yaml", "metrics.json", "history.csv", "model.pt", "model_init.pt"} <= files
+    assert "checkpoint.pt" not in files and not [f for f in files if f.endswith(".tmp")]
+    state = torch.load(tmp_path / "a" / "model.pt", weights_only=True)
+    assert isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())
+
+
+def test_divergence_is_recorded_not_raised(compose, tmp_path):
+    metrics = run(compose(*SMALL, "optim.lr=1e12", "train.epochs=5", f"out_dir={tmp_path}"))
+    assert metrics["status"] == "diverged" and metrics["stopped_by"] == "diverged"
+    saved = read_json(tmp_path / "metrics.json")
+    assert saved["status"] == "diverged"
+    json.dumps(saved, allow_nan=False)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_numbers(tmp_path):
+    """SIGKILL a real training process after a checkpoint, rerun it, compare with a clean run."""
+    overrides = [
+        "data.n_train=1000", "model.dropout=0.2", "data.augment=true", "optim.schedule=cosine",
+        "train.epochs=400", "train.checkpoint_every=5", "tracking.mode=disabled", "progress=false",
+    ]  # fmt: skip
+    cmd = [sys.executable, "-m", "flatness.train", *overrides]
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, f"out_dir={killed}"], env=env, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "checkpoint.pt").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # let it train on past the checkpoint before the kill
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
+    resumed_epoch = torch.load(killed / "checkpoint.pt", weights_only=False)["epoch"]
+    assert 0 < resumed_epoch < 400
+    subprocess.run([*cmd, f"out_dir={killed}"], env=env, check=True, stdout=subprocess.DEVNULL)
+    clean = tmp_path / "clean"
+    subprocess.run([*cmd, f"out_dir={clean}"], env=env, check=True, stdout=subprocess.DEVNULL)
+    a, b = read_json(killed / "metrics.json"), read_json(clean / "metrics.json")
+    for key in ("train_loss", "train_acc", "test_loss", "test_acc", "steps", "time_to_fit_epoch"):
+        assert a[key] == b[key], key
+    sa = torch.load(killed / "model.pt", weights_only=True)
+    sb = torch.load(clean / "model.pt", weights_only=True)
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
