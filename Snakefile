@@ -27,6 +27,8 @@ wildcard_constraints:
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/measure.smk"
+include: "workflow/rules/reparam.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
 
@@ -35,4 +37,7 @@ rule all:
     default_target: True
     input:
         f"{R}/table.csv",
+        f"{R}/correlations.csv",
+        f"{R}/verdicts.json",
         figure_targets(),
+        reparam_targets(),

@@ -151,5 +151,10 @@ def validate(cfg: DictConfig) -> None:
     _validate_measures(cfg)
 
 
-def _validate_measures(cfg: DictConfig) -> None:  # TODO(lead): wire to the measures validator
-    return None
+def _validate_measures(cfg: DictConfig) -> None:
+    from flatness.measures import validate_settings
+
+    try:
+        validate_settings(OmegaConf.to_container(cfg.measures, resolve=True))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err

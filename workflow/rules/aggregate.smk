@@ -17,6 +17,7 @@ rule aggregate:
     input:
         manifest=f"{R}/manifest.json",
         metrics=run_files("metrics.json"),
+        measures=run_files("measures.json") if measures_enabled() else [],
     output:
         table=f"{R}/table.csv",
     params:
@@ -28,3 +29,23 @@ rule aggregate:
         f"{R}/logs/aggregate.log",
     shell:
         "{params.python} -m flatness.stages.aggregate {params.results} > {log} 2>&1"
+
+
+rule analyze:
+    """Correlations of measures with generalization, and every claim's verdict."""
+    input:
+        table=f"{R}/table.csv",
+        manifest=f"{R}/manifest.json",
+        reparam=reparam_targets(),
+    output:
+        correlations=f"{R}/correlations.csv",
+        verdicts=f"{R}/verdicts.json",
+    params:
+        python=PYTHON,
+        results=lambda wildcards, input: os.path.dirname(input.table),
+    conda:
+        "../envs/flatness.yaml"
+    log:
+        f"{R}/logs/analyze.log",
+    shell:
+        "{params.python} -m flatness.stages.analyze {params.results} > {log} 2>&1"

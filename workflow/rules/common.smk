@@ -3,23 +3,43 @@ import os
 import shlex
 import sys
 
+from omegaconf import OmegaConf
+
 from flatness.io import atomic_write_text
+from flatness.stages.figures import FIGURES
 
 PYTHON = shlex.quote(sys.executable)  # jobs use the interpreter that runs Snakemake
 
-# Figures per study family: (family whose grids feed it, caption file in workflow/report/).
-FIGURES = {
-    "learning_curves": "random_labels",
-    "corruption_sweep": "random_labels",
-    "regularizers": "regularizers",
-    "width": "width",
-    "loss_spread": "width",
-}
 
 
 def run_overrides(wildcards):
     """The Hydra overrides of one run, quoted for the shell."""
     return " ".join(shlex.quote(o) for o in STUDY.runs[wildcards.run_id].overrides)
+
+
+def measure_settings(run_id):
+    """The run's measure settings as JSON: a change in conf/measures/ reruns the measure stage."""
+    return json.dumps(OmegaConf.to_container(STUDY.runs[run_id].config.measures), sort_keys=True)
+
+
+def measures_enabled():
+    return bool(STUDY.stages.get("measures", True))
+
+
+REPARAM = STUDY.stages.get("reparam") or {}
+
+
+def reparam_runs():
+    """The first ``n_runs`` runs of the grid named in ``stages.reparam`` (empty: no stage)."""
+    if not REPARAM:
+        return []
+    grid = REPARAM.get("grid")
+    runs = [rid for rid, r in STUDY.runs.items() if grid is None or grid in r.grids]
+    return runs[: int(REPARAM.get("n_runs", 1))]
+
+
+def reparam_targets():
+    return [f"{R}/reparam/summary.json"] if REPARAM else []
 
 
 def run_files(name):
@@ -28,7 +48,7 @@ def run_files(name):
 
 def figure_names():
     families = set(STUDY.grids.values())
-    return [name for name, family in FIGURES.items() if family in families]
+    return [name for name, (family, _) in FIGURES.items() if family in families]
 
 
 def figure_targets():

@@ -2,13 +2,14 @@ rule figures:
     """Every figure of the study's families, each captioned in the Snakemake report."""
     input:
         table=f"{R}/table.csv",
+        correlations=f"{R}/correlations.csv",
         histories=run_files("history.csv"),
     output:
         **{
             name: report(
                 f"{R}/figures/{name}.png",
                 caption=f"../report/{name}.rst",
-                category=FIGURES[name],
+                category=FIGURES[name][0],
             )
             for name in figure_names()
         },

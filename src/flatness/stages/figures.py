@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from flatness.io import read_json
+from flatness.plotting import correlation_figures as corr_fig
 from flatness.plotting import figures as fig
 
 Figure = Callable[[pd.DataFrame, Path, Path], Path]
@@ -48,6 +49,25 @@ def _loss_spread(table: pd.DataFrame, results: Path, path: Path) -> Path:
     return fig.loss_spread(clean, path)
 
 
+def _flatness_scatter(table: pd.DataFrame, results: Path, path: Path) -> Path:
+    """Measure vs generalization gap, the measures of the correlation table, tau in each title."""
+    corr = pd.read_csv(results / "correlations.csv")
+    corr = corr[corr["target"] == "gen_gap"]
+    measures = [m for m in corr["measure"] if m in table]
+    return corr_fig.measure_scatter(table, measures, path, target="gen_gap", correlations=corr)
+
+
+def _flatness_correlations(table: pd.DataFrame, results: Path, path: Path) -> Path:
+    corr = pd.read_csv(results / "correlations.csv")
+    return corr_fig.correlation_bars(corr[corr["target"] == "gen_gap"], path)
+
+
+def _batch_size(table: pd.DataFrame, results: Path, path: Path) -> Path:
+    """Keskar et al.: small against large batch, test error and the top Hessian eigenvalue."""
+    measure = "m.lambda_max" if "m.lambda_max" in table else None
+    return fig.batch_size_comparison(table, path, measure=measure)
+
+
 # figure name -> (study family it draws on, how to draw it)
 FIGURES: dict[str, tuple[str, Figure]] = {
     "learning_curves": ("random_labels", _learning_curves),
@@ -55,6 +75,9 @@ FIGURES: dict[str, tuple[str, Figure]] = {
     "regularizers": ("regularizers", _regularizers),
     "width": ("width", _width),
     "loss_spread": ("width", _loss_spread),
+    "flatness_scatter": ("generalization", _flatness_scatter),
+    "flatness_correlations": ("generalization", _flatness_correlations),
+    "batch_size": ("generalization", _batch_size),
 }
 
 
@@ -81,7 +104,9 @@ def draw(results: Path, paths: list[Path]) -> list[Path]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results_dir", type=Path, help="results/<study>")
-    parser.add_argument("figures", type=Path, nargs="+", help="PNG paths; the stem names the figure")
+    parser.add_argument(
+        "figures", type=Path, nargs="+", help="PNG paths; the stem names the figure"
+    )
     args = parser.parse_args(argv)
     for path in draw(args.results_dir, args.figures):
         print(path)

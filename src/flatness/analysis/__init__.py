@@ -1,0 +1,1 @@
+"""Statistics on the study table: rank correlations (Kendall tau, granulated Psi), verdicts."""

@@ -1,0 +1,272 @@
+"""Does a measure rank configurations like their generalization gap? Kendall tau and granulated Psi.
+
+The unit of analysis is a *configuration* (``group_id``: the config hash without the seed). Seeds of
+one configuration are averaged first, so a configuration with five seeds does not count five times,
+and bootstrap confidence intervals resample configurations, never single runs (Jiang et al. 2020;
+Dziugaite et al. 2020 warn that averaged correlations over-state certainty otherwise).
+
+All the Kendall statistics here are written in one weighted form. With ``S_ij = sign(x_i - x_j)``
+and ``T_ij = sign(y_i - y_j)`` and multiplicities ``w`` (all ones for the data itself, multinomial
+counts for a bootstrap resample),
+
+    tau_b = w' (S*T) w / sqrt(w' |S| w * w' |T| w),
+
+which is exactly scipy's tau-b: duplicated configurations are tied pairs (sign 0) and drop out of
+both the numerator and the tie-corrected denominators. The form lets every bootstrap resample be a
+matrix product instead of a Python loop.
+
+Granulated Psi (Jiang et al. 2020, eq. for psi_i): for hyperparameter axis i, the "cells" are the
+sets of configurations that agree on every other axis; psi_i is the mean over cells (that vary in
+axis i) of tau within the cell, and Psi is the mean of psi_i over axes. Inside a cell, a measure or
+target that does not vary gives tau = 0 (Jiang's sign(0) = 0 convention: #params has psi = 0 on the
+batch-size axis) instead of tau-b's undefined 0/0.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flatness.io import atomic_write
+
+CORRELATION_COLUMNS = (
+    "measure",
+    "target",
+    "tau",
+    "tau_ci_low",
+    "tau_ci_high",
+    "tau_measure_sd",
+    "psi",
+    "psi_ci_low",
+    "psi_ci_high",
+)
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
+    """Tie-aware Kendall tau-b of two equally long sequences (equals ``scipy.stats.kendalltau``).
+
+    Returns NaN when either sequence is constant (tau-b is 0/0 there) or has fewer than 2 values.
+    """
+    x, y = _as_pair(x, y)
+    return float(_weighted_tau_b(_sign_matrix(x), _sign_matrix(y), np.ones((1, x.size)))[0])
+
+
+def granulated_psi(
+    configs: pd.DataFrame, measure: str, target: str, axes: Sequence[str]
+) -> dict[str, float]:
+    """Granulated Kendall coefficient: ``{"psi": Psi, "psi_<axis>": psi_i, ...}``.
+
+    ``configs`` has one row per configuration with the axis columns, ``measure`` and ``target``.
+    An axis with no cell where it varies gets psi_i = NaN and is left out of the mean Psi.
+    """
+    _require_columns(configs, [measure, target, *axes], "configs")
+    x, y = _as_pair(configs[measure], configs[target])
+    out = _psi_weighted(
+        _sign_matrix(x), _sign_matrix(y), _axis_cells(configs, axes), np.ones((1, x.size))
+    )
+    return {k: float(v[0]) for k, v in out.items()}
+
+
+def config_means(
+    table: pd.DataFrame, columns: Sequence[str], axes: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Average ``columns`` over the seeds of each configuration (runs with status 'ok' only).
+
+    Returns one row per ``group_id`` with the axis values, the means, ``<col>.stderr_mc`` (the
+    standard error of the mean of each measure's own stderr, used by the Monte-Carlo spread) and
+    ``n_runs``.
+    """
+    _require_columns(table, ["group_id", *columns, *axes], "table")
+    ok = table[table["status"] == "ok"] if "status" in table.columns else table
+    agg: dict[str, tuple[str, str]] = {c: (c, "mean") for c in columns}
+    agg.update({a: (a, "first") for a in axes if a not in agg})
+    agg["n_runs"] = ("group_id", "size")
+    out = ok.groupby("group_id", sort=True).agg(**agg)
+    for c in columns:
+        se = f"{c}.stderr"
+        if se in ok.columns:
+            var = ok[se].astype(float).pow(2).groupby(ok["group_id"]).sum(min_count=1)
+            out[f"{c}.stderr_mc"] = np.sqrt(var) / out["n_runs"]
+    return out.reset_index()
+
+
+def correlation_table(
+    table: pd.DataFrame,
+    measures: Sequence[str],
+    target: str = "gen_gap",
+    axes: Sequence[str] = (),
+    n_boot: int = 1000,
+    seed: int = 0,
+    n_mc: int = 200,
+    ci: float = 0.95,
+) -> pd.DataFrame:
+    """One row per measure: tau, its bootstrap CI, the spread from measure noise, Psi and psi_i.
+
+    - ``tau`` is over configuration means; ``tau_ci_low``/``tau_ci_high`` (and ``psi_ci_*``) are
+      percentile intervals from ``n_boot`` resamples of configurations.
+    - ``tau_measure_sd``: the standard deviation of tau over ``n_mc`` Monte-Carlo draws of each
+      configuration's measure from N(mean, stderr of the mean) built from the runs' ``<m>.stderr``;
+      0 for deterministic measures (stderr NaN). It says how much of tau is measurement noise.
+    - ``n_configs``/``n_runs``: the configurations and runs with finite measure and target.
+    """
+    if not 0 < ci < 1:
+        raise ValueError(f"ci={ci!r} must be in (0, 1)")
+    if n_boot < 0 or n_mc < 0:
+        raise ValueError(f"n_boot={n_boot!r} and n_mc={n_mc!r} must be >= 0")
+    measures = list(measures)
+    if not measures:
+        raise ValueError("measures=[] is empty; pass at least one 'm.<name>' column")
+    _require_columns(table, ["group_id", target, *measures, *axes], "table")
+    rng = np.random.default_rng(seed)
+    rows = []
+    for measure in measures:
+        finite = table[np.isfinite(table[measure].astype(float))]
+        finite = finite[np.isfinite(finite[target].astype(float))]
+        configs = config_means(finite, [measure, target], axes)
+        row = {"measure": measure, "target": target, **_correlate(configs, measure, target, axes)}
+        row.update(_bootstrap(configs, measure, target, axes, n_boot, ci, rng))
+        row["tau_measure_sd"] = _measure_noise_sd(configs, measure, target, n_mc, rng)
+        row["n_configs"] = len(configs)
+        row["n_runs"] = int(configs["n_runs"].sum()) if len(configs) else 0
+        rows.append(row)
+    columns = [*CORRELATION_COLUMNS, *(f"psi_{a}" for a in axes), "n_configs", "n_runs"]
+    return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def write_correlations(correlations: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write the correlation_table output as CSV atomically (temp file + rename)."""
+    return atomic_write(path, lambda tmp: correlations.to_csv(tmp, index=False))
+
+
+# --- the pieces -----------------------------------------------------------------------------
+
+
+def _correlate(configs: pd.DataFrame, measure: str, target: str, axes: Sequence[str]) -> dict:
+    if len(configs) < 2:
+        return {"tau": np.nan, "psi": np.nan, **{f"psi_{a}": np.nan for a in axes}}
+    x, y = configs[measure].to_numpy(float), configs[target].to_numpy(float)
+    sx, sy = _sign_matrix(x), _sign_matrix(y)
+    ones = np.ones((1, x.size))
+    out = {"tau": float(_weighted_tau_b(sx, sy, ones)[0])}
+    psi = _psi_weighted(sx, sy, _axis_cells(configs, axes), ones) if axes else {"psi": [np.nan]}
+    out.update({k: float(v[0]) for k, v in psi.items()})
+    return out
+
+
+def _bootstrap(configs, measure, target, axes, n_boot, ci, rng) -> dict[str, float]:
+    """Percentile CIs of tau and Psi over multinomial resamples of configurations."""
+    nan = {"tau_ci_low": np.nan, "tau_ci_high": np.nan, "psi_ci_low": np.nan, "psi_ci_high": np.nan}
+    n = len(configs)
+    if n < 3 or n_boot == 0:
+        return nan
+    x, y = configs[measure].to_numpy(float), configs[target].to_numpy(float)
+    sx, sy = _sign_matrix(x), _sign_matrix(y)
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
+    q = [(1 - ci) / 2, (1 + ci) / 2]
+    out = dict(nan)
+    taus = _weighted_tau_b(sx, sy, weights)
+    if np.isfinite(taus).any():
+        out["tau_ci_low"], out["tau_ci_high"] = np.nanquantile(taus, q)
+    if axes:
+        psis = _psi_weighted(sx, sy, _axis_cells(configs, axes), weights)["psi"]
+        if np.isfinite(psis).any():
+            out["psi_ci_low"], out["psi_ci_high"] = np.nanquantile(psis, q)
+    return {k: float(v) for k, v in out.items()}
+
+
+def _measure_noise_sd(configs, measure, target, n_mc, rng) -> float:
+    """Spread of tau when each configuration's measure is redrawn from its own uncertainty."""
+    se_col = f"{measure}.stderr_mc"
+    if len(configs) < 2 or n_mc == 0:
+        return np.nan
+    if se_col not in configs.columns:
+        return 0.0
+    se = configs[se_col].to_numpy(float)
+    se = np.where(np.isfinite(se), se, 0.0)
+    if not (se > 0).any():
+        return 0.0
+    x, y = configs[measure].to_numpy(float), configs[target].to_numpy(float)
+    sy = _sign_matrix(y)
+    taus = [
+        _weighted_tau_b(
+            _sign_matrix(x + se * rng.standard_normal(x.size)), sy, np.ones((1, x.size))
+        )
+        for _ in range(n_mc)
+    ]
+    return float(np.nanstd(np.concatenate(taus), ddof=1))
+
+
+def _sign_matrix(v: np.ndarray) -> np.ndarray:
+    return np.sign(v[:, None] - v[None, :])
+
+
+def _quad(weights: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``w_b' M w_b`` for every row ``w_b`` of ``weights``."""
+    return np.einsum("bi,bi->b", weights @ matrix, weights)
+
+
+def _weighted_tau_b(sx: np.ndarray, sy: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    num = _quad(weights, sx * sy)
+    den = np.sqrt(_quad(weights, np.abs(sx)) * _quad(weights, np.abs(sy)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / den, np.nan)
+
+
+def _axis_cells(configs: pd.DataFrame, axes: Sequence[str]) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per axis: (cell id of each configuration, axis value code of each configuration)."""
+    codes = {a: pd.factorize(configs[a].astype(str))[0] for a in axes}
+    cells = {}
+    for a in axes:
+        others = [codes[b] for b in axes if b != a]
+        key = np.stack(others, axis=1) if others else np.zeros((len(configs), 1), int)
+        cells[a] = (np.unique(key, axis=0, return_inverse=True)[1].ravel(), codes[a])
+    return cells
+
+
+def _psi_weighted(sx, sy, cells, weights) -> dict[str, np.ndarray]:
+    """psi_i and Psi for each weight row, all cells at once (block-diagonal masks)."""
+    out: dict[str, np.ndarray] = {}
+    for axis, (cell, value) in cells.items():
+        same_cell = cell[:, None] == cell[None, :]
+        varies = (same_cell & (value[:, None] != value[None, :])).astype(float)
+        onehot = (cell[:, None] == np.arange(cell.max() + 1)[None, :]).astype(float)
+
+        def per_cell(m, onehot=onehot, same_cell=same_cell):
+            return ((weights @ (m * same_cell)) * weights) @ onehot
+
+        num, dx, dy = per_cell(sx * sy), per_cell(np.abs(sx)), per_cell(np.abs(sy))
+        active = per_cell(varies) > 0  # the cell holds >= 2 different values of this axis
+        with np.errstate(invalid="ignore", divide="ignore"):
+            tau = np.where(dx * dy > 0, num / np.sqrt(dx * dy), 0.0)
+        n_active = active.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[f"psi_{axis}"] = np.where(n_active > 0, (tau * active).sum(1) / n_active, np.nan)
+    if out:
+        stacked = np.stack(list(out.values()), axis=1)
+        with np.errstate(invalid="ignore"):
+            all_nan = np.isnan(stacked).all(axis=1)
+            out["psi"] = np.where(
+                all_nan, np.nan, np.nanmean(np.where(all_nan[:, None], 0, stacked), 1)
+            )
+    return out
+
+
+def _as_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
+    if x.size != y.size:
+        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("x and y must be finite; drop NaN/inf rows (e.g. diverged runs) first")
+    return x, y
+
+
+def _require_columns(df: pd.DataFrame, columns: Sequence[str], name: str) -> None:
+    missing = [c for c in dict.fromkeys(columns) if c not in df.columns]
+    if missing:
+        raise ValueError(
+            f"{name} is missing column(s) {missing}; available: {sorted(map(str, df.columns))}"
+        )

@@ -1,0 +1,116 @@
+"""The ``analyze`` stage: correlations of measures with generalization, and every claim's verdict.
+
+Reads ``table.csv`` and ``manifest.json`` (plus ``reparam/summary.json`` when the study has a
+reparameterization stage) and writes:
+
+- ``correlations.csv``: per measure, Kendall tau with the generalization gap (bootstrap CI over
+  configurations, the measures' own noise carried in) and the granulated Psi per swept axis, on the
+  runs of the study's ``generalization`` grids;
+- ``verdicts.json``: each claim the study's families can test, with its verdict (reproduced, not
+  reproduced, inconclusive) computed from the data and the numbers behind it.
+
+By hand: ``python -m flatness.stages.analyze results/<study>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from flatness.analysis import verdicts as v
+from flatness.analysis.correlation import correlation_table, write_correlations
+from flatness.io import read_json
+from flatness.stages.figures import family_rows
+
+CORRELATION_COLUMNS = ["measure", "target", "tau", "tau_ci_low", "tau_ci_high", "psi"]
+BATCH = "train.batch_size"
+FRACTION = "data.corruption.fraction"
+
+
+def measure_columns(table: pd.DataFrame) -> list[str]:
+    """``m.<name>`` value columns with at least one finite value."""
+    cols = [c for c in table.columns if c.startswith("m.") and not c.endswith(".stderr")]
+    return [c for c in cols if pd.to_numeric(table[c], errors="coerce").notna().any()]
+
+
+def swept_axes(table: pd.DataFrame) -> list[str]:
+    """Config columns that vary across the runs (seed excluded): the Psi axes."""
+    axes = []
+    for col in table.columns:
+        if col.split(".")[0] in ("data", "model", "optim", "train") and table[col].nunique() > 1:
+            axes.append(col)
+    return axes
+
+
+def correlations(table: pd.DataFrame, manifest: dict, n_boot: int, seed: int) -> pd.DataFrame:
+    rows = family_rows(table, manifest, "generalization")
+    measures = measure_columns(rows)
+    if rows.empty or not measures:
+        return pd.DataFrame(columns=CORRELATION_COLUMNS)
+    axes = swept_axes(rows)
+    frames = [
+        correlation_table(rows, measures, target=target, axes=axes, n_boot=n_boot, seed=seed)
+        for target in ("gen_gap", "test_error")
+    ]
+    return pd.concat(frames, ignore_index=True)
+
+
+def claim_verdicts(table: pd.DataFrame, manifest: dict, corr: pd.DataFrame, seed: int) -> list:
+    families = set(manifest["grids"].values())
+    out: list = []
+    if "random_labels" in families:
+        rows = family_rows(table, manifest, "random_labels")
+        labels = rows[rows["data.corruption.type"].isin(["labels", "none"])]
+        out += [
+            v.random_labels_fitted(labels, seed=seed),
+            v.time_to_fit_grows(labels, seed=seed),
+            v.test_error_grows(labels, seed=seed),
+        ]
+    if "regularizers" in families:
+        out.append(
+            v.regularizers_not_needed(family_rows(table, manifest, "regularizers"), seed=seed)
+        )
+    if "width" in families:
+        rows = family_rows(table, manifest, "width")
+        clean = rows[rows[FRACTION] == 0.0] if FRACTION in rows else rows
+        out += [
+            v.wide_nets_generalize(clean, seed=seed),
+            v.double_descent(rows, seed=seed),
+            v.losses_concentrate(clean, seed=seed),
+        ]
+    if "generalization" in families and not corr.empty:
+        out += v.flatness_predicts(corr[corr["target"] == "gen_gap"])
+        rows = family_rows(table, manifest, "generalization")
+        if BATCH in rows and rows[BATCH].nunique() > 1 and "m.lambda_max" in rows:
+            out.append(v.large_batch_sharper(rows, "m.lambda_max", seed=seed))
+    return out
+
+
+def analyze(results: Path, n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, list]:
+    table = pd.read_csv(results / "table.csv")
+    manifest = read_json(results / "manifest.json")
+    corr = correlations(table, manifest, n_boot, seed)
+    verdicts = claim_verdicts(table, manifest, corr, seed)
+    reparam_summary = results / "reparam" / "summary.json"
+    if reparam_summary.exists():
+        verdicts += [v.Verdict(**d) for d in read_json(reparam_summary)["verdicts"]]
+    write_correlations(corr, results / "correlations.csv")
+    v.write_verdicts(verdicts, results / "verdicts.json")
+    return corr, verdicts
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir", type=Path, help="results/<study>")
+    parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    args = parser.parse_args(argv)
+    _, verdicts = analyze(args.results_dir, args.n_boot, args.seed)
+    for verdict in verdicts:
+        print(f"[{verdict.verdict}] {verdict.claim_id}: {verdict.summary}")
+
+
+if __name__ == "__main__":
+    main()

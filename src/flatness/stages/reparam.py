@@ -1,0 +1,150 @@
+"""The ``reparam`` stage (Dinh et al. 2017): rescale trained models, recompute every measure.
+
+Per run (``python -m flatness.stages.reparam run <overrides>``): for each function-preserving
+transform (layer-wise alpha-scaling, per-unit rescaling, and the batch-norm symmetry when the model
+has batch norm) over the study's alpha grid, it checks the largest logit change on the whole test
+set in float64 and recomputes the measure suite, writing ``reparam.json``.
+
+Per study (``python -m flatness.stages.reparam summary results/<study> <reparam.json>...``): the
+invariance verdict of every measure (measured, not assumed), the figures, and Dinh's point made
+directly: the better-generalizing, flatter of two trained models is rescaled until it is the
+sharper one, its test accuracy unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+import torch
+from omegaconf import OmegaConf
+
+from flatness.analysis._verdict_base import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
+from flatness.io import atomic_write_json, read_json
+from flatness.measures import make_context, run_suite, select_subset
+from flatness.plotting import reparam as plots
+from flatness.plotting._common import message_figure
+from flatness.reparam import blocks
+from flatness.reparam_study import alpha_grid, dinh_flip, invariance_verdicts, reparam_sweep
+from flatness.stages.common import TrainedRun, load_run, set_threads
+
+SHARPNESS = "lambda_max"
+
+
+def suite_fn(run: TrainedRun, only: list[str] | None = None):
+    """``model -> {measure: value}`` with the run's settings, subset and seed (the same noise for
+    every rescaled model, so a measure that is invariant comes out exactly invariant)."""
+    settings = OmegaConf.to_container(run.cfg.measures, resolve=True)
+    if only is not None:
+        for name, block in settings.items():
+            if isinstance(block, dict) and "enabled" in block:
+                block["enabled"] = name in only
+    data = select_subset(run.splits.x_train, run.splits.y_train, int(settings["subset_size"]),
+                         int(run.cfg.data.subset_seed))  # fmt: skip
+    context = make_context(settings, init_model=run.init_model)
+
+    def measure(model: torch.nn.Module) -> dict[str, float]:
+        results = run_suite(model, data, settings, int(run.cfg.seed), context)
+        return {name: r.value for name, r in results.items()}
+
+    return measure
+
+
+def reparam_run(overrides: list[str], alphas: list[float]) -> dict:
+    run = load_run(overrides)
+    transforms = ["layer", "unit"] + (["bn"] if any(b.bn for b in blocks(run.model)) else [])
+    out = {"run_id": run.metrics["run_id"], "test_acc": run.metrics["test_acc"], "sweeps": {}}
+    if run.metrics["status"] == "ok":
+        measure = suite_fn(run)
+        for transform in transforms:
+            sweep = reparam_sweep(run.model, measure, run.splits.x_test, alphas, transform)
+            out["sweeps"][transform] = sweep | {"verdicts": invariance_verdicts(sweep)}
+    atomic_write_json(run.run_dir / "reparam.json", out)
+    return out
+
+
+def _dinh_claim(sweeps: list[dict]) -> dict:
+    """Claim c: alpha-scaling leaves the function unchanged yet moves the top eigenvalue."""
+    layer = [s["sweeps"]["layer"] for s in sweeps if "layer" in s["sweeps"]]
+    if not layer:
+        verdict, summary, numbers = INCONCLUSIVE, "No rescaled model to judge.", {}
+    else:
+        preserved = all(s["function_preserved"] for s in layer)
+        verdict_rows = [v for s in layer for v in s["verdicts"] if v["measure"] == SHARPNESS]
+        folds = [v["fold_range"] for v in verdict_rows if v["fold_range"] is not None]
+        moved = bool(folds) and min(folds) > 10
+        verdict = REPRODUCED if preserved and moved else NOT_REPRODUCED
+        numbers = {"max_abs_logit_change": max(s["max_abs_logit_change"] for s in layer),
+                   "min_fold_range_lambda_max": min(folds) if folds else None,
+                   "n_models": len(layer)}  # fmt: skip
+        summary = (
+            f"Over {len(layer)} model(s), layer-wise alpha-scaling changed the logits by at most "
+            f"{numbers['max_abs_logit_change']:.2g} while lambda_max moved by a factor of at least "
+            f"{numbers['min_fold_range_lambda_max'] or float('nan'):.3g} across the alpha grid."
+        )
+    return {"claim_id": "c", "claim": "Rescaling ReLU layers changes sharpness but not the function "
+            "(Dinh et al. 2017).", "verdict": verdict, "summary": summary, "numbers": numbers}  # fmt: skip
+
+
+def _flip_pair(table: pd.DataFrame) -> tuple[str, str] | None:
+    """A: the best test accuracy; B: a worse-generalizing run that is sharper than A."""
+    ok = table[(table["status"] == "ok") & table[f"m.{SHARPNESS}"].notna()]
+    if len(ok) < 2:
+        return None
+    a = ok.loc[ok["test_acc"].idxmax()]
+    sharper = ok[(ok["test_acc"] < a["test_acc"]) & (ok[f"m.{SHARPNESS}"] > a[f"m.{SHARPNESS}"])]
+    if sharper.empty:
+        return None
+    return a["run_id"], sharper.loc[sharper["test_acc"].idxmin()]["run_id"]
+
+
+def summary(results: Path, reparam_files: list[Path]) -> dict:
+    sweeps = [read_json(p) for p in reparam_files]
+    figures = results / "figures"
+    first = next((s for s in sweeps if "layer" in s["sweeps"]), None)
+    if first is not None:
+        layer = first["sweeps"]["layer"]
+        plots.measures_vs_alpha(layer, figures / "reparam_measures.png", verdicts=layer["verdicts"])
+        all_verdicts = [v | {"transform": t} for s in sweeps for t, sw in s["sweeps"].items()
+                        for v in sw["verdicts"]]  # fmt: skip
+        plots.verdict_table(first["sweeps"]["layer"]["verdicts"], figures / "reparam_verdicts.png")
+        plots.write_verdicts_csv(all_verdicts, results / "reparam" / "invariance.csv")
+    flip = None
+    pair = _flip_pair(pd.read_csv(results / "table.csv"))
+    if pair is not None:
+        run_a, run_b = (load_run(run_dir=results / "runs" / rid) for rid in pair)
+        lam = suite_fn(run_a, only=["hessian_eigen"])
+        flip = dinh_flip(run_a.model, run_b.model, lambda m: lam(m)[SHARPNESS],
+                         run_a.splits.x_test, run_a.splits.y_test)  # fmt: skip
+        flip |= {"run_a": pair[0], "run_b": pair[1]}
+    if flip is None:
+        message_figure("No pair of runs where the better-generalizing one is also flatter\n"
+                       f"(by {SHARPNESS}): nothing to flip.", figures / "dinh_flip.png")  # fmt: skip
+    else:
+        plots.dinh_flip_figure(flip, figures / "dinh_flip.png", measure_name=SHARPNESS)
+    out = {"verdicts": [_dinh_claim(sweeps)], "dinh_flip": flip}
+    atomic_write_json(results / "reparam" / "summary.json", out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    one = sub.add_parser("run", help="rescale one trained run")
+    one.add_argument("--alphas", type=float, nargs="+", default=alpha_grid())
+    one.add_argument("overrides", nargs="+", help="the run's Hydra overrides")
+    study = sub.add_parser("summary", help="verdicts, figures and the Dinh flip of a study")
+    study.add_argument("results_dir", type=Path)
+    study.add_argument("reparam_files", type=Path, nargs="*")
+    args = parser.parse_args(argv)
+    set_threads()
+    if args.command == "run":
+        out = reparam_run(args.overrides, args.alphas)
+        print(f"{out['run_id']}: {', '.join(out['sweeps'])}")
+    else:
+        print(summary(args.results_dir, args.reparam_files)["verdicts"][0]["summary"])
+
+
+if __name__ == "__main__":
+    main()
