@@ -7,7 +7,7 @@ rule reparam:
         reparam=f"{RUN_DIR}/reparam.json",
     params:
         overrides=run_overrides,
-        alphas=" ".join(str(a) for a in REPARAM.get("alphas", [0.01, 0.1, 1.0, 10.0, 100.0])),
+        alphas=",".join(str(a) for a in REPARAM.get("alphas", [0.01, 0.1, 1.0, 10.0, 100.0])),
         settings=lambda wildcards: measure_settings(wildcards.run_id),
         python=PYTHON,
     threads: 1

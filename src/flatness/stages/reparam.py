@@ -128,11 +128,15 @@ def summary(results: Path, reparam_files: list[Path]) -> dict:
     return out
 
 
+def _floats(text: str) -> list[float]:
+    return [float(a) for a in text.split(",")]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     one = sub.add_parser("run", help="rescale one trained run")
-    one.add_argument("--alphas", type=float, nargs="+", default=alpha_grid())
+    one.add_argument("--alphas", type=_floats, default=alpha_grid(), help="comma-separated")
     one.add_argument("overrides", nargs="+", help="the run's Hydra overrides")
     study = sub.add_parser("summary", help="verdicts, figures and the Dinh flip of a study")
     study.add_argument("results_dir", type=Path)
