@@ -29,6 +29,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/measure.smk"
 include: "workflow/rules/reparam.smk"
+include: "workflow/rules/landscape.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"
 
@@ -41,3 +42,4 @@ rule all:
         f"{R}/verdicts.json",
         figure_targets(),
         reparam_targets(),
+        landscape_targets(),

@@ -5,6 +5,7 @@ import sys
 
 from omegaconf import OmegaConf
 
+from flatness.config import group_id
 from flatness.io import atomic_write_text
 from flatness.stages.figures import FIGURES
 
@@ -42,6 +43,27 @@ def reparam_targets():
     return [f"{R}/reparam/summary.json"] if REPARAM else []
 
 
+LANDSCAPE = STUDY.stages.get("landscape") or {}
+
+
+def landscape_pair():
+    """Two runs of the landscape grid's first configuration that differ only in their seed."""
+    grid = LANDSCAPE.get("grid")
+    runs = [r for r in STUDY.runs.values() if grid is None or grid in r.grids]
+    for first in runs:
+        twins = [r for r in runs if r is not first and group_id(r.config) == group_id(first.config)]
+        if twins:
+            return first.run_id, twins[0].run_id
+    raise ValueError(
+        f"stages.landscape.grid={grid!r}: no configuration with two seeds; the landscape stage "
+        "needs two runs that differ only in their seed"
+    )
+
+
+def landscape_targets():
+    return [f"{R}/landscape/landscape.json"] if LANDSCAPE else []
+
+
 def run_files(name):
     return [f"{R}/runs/{rid}/{name}" for rid in STUDY.runs]
 
@@ -53,3 +75,9 @@ def figure_names():
 
 def figure_targets():
     return [f"{R}/figures/{name}.png" for name in figure_names()]
+
+
+def landscape_figure(name, caption):
+    return report(
+        f"{R}/figures/{name}.png", caption=f"../report/{caption}.rst", category="topology"
+    )

@@ -1,0 +1,25 @@
+rule landscape:
+    """Interpolations, filter-normalized surfaces, Bezier curve and spectral density."""
+    input:
+        a=lambda wildcards: f"{R}/runs/{landscape_pair()[0]}/measures.json",
+        b=lambda wildcards: f"{R}/runs/{landscape_pair()[1]}/measures.json",
+    output:
+        landscape=f"{R}/landscape/landscape.json",
+        interpolation=landscape_figure("interpolation", "interpolation"),
+        surface_1d=landscape_figure("surface_1d", "surface_1d"),
+        surface_2d=landscape_figure("surface_2d", "surface_2d"),
+        bezier=landscape_figure("bezier", "bezier"),
+        spectral_density=landscape_figure("spectral_density", "spectral_density"),
+    params:
+        python=PYTHON,
+        results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.landscape)),
+        pair=lambda wildcards: " ".join(landscape_pair()),
+        bezier_steps=LANDSCAPE.get("bezier_steps", 300),
+    threads: 1
+    conda:
+        "../envs/flatness.yaml"
+    log:
+        f"{R}/logs/landscape.log",
+    shell:
+        "OMP_NUM_THREADS={threads} {params.python} -m flatness.stages.landscape"
+        " {params.results} {params.pair} --bezier-steps {params.bezier_steps} > {log} 2>&1"
