@@ -1,0 +1,100 @@
+"""End to end: the smoke study through Snakemake in a temporary folder, checked against the
+output contract (README, "Output contract")."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from flatness.study import load_study
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+RUN_FILES = (
+    "config.yaml",
+    "metrics.json",
+    "history.csv",
+    "model.pt",
+    "model_init.pt",
+    "measures.json",
+)
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "--directory", str(workdir), *args]
+    env = os.environ | {"WANDB_MODE": "offline"}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smoke")
+    proc = snakemake(workdir, "--cores", "2", "--config", "study=smoke")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return workdir, workdir / "results" / "smoke"
+
+
+@pytest.mark.slow
+def test_smoke_study_writes_the_output_contract(smoke_run):
+    _, results = smoke_run
+    study = load_study("smoke")
+    table = pd.read_csv(results / "table.csv")
+    assert sorted(table["run_id"]) == sorted(study.runs)
+    for rid in study.runs:
+        run_dir = results / "runs" / rid
+        for name in RUN_FILES:
+            assert (run_dir / name).is_file(), f"{rid}/{name} missing"
+        metrics = json.loads((run_dir / "metrics.json").read_text())
+        assert metrics["run_id"] == rid and metrics["status"] in ("ok", "diverged")
+        state = torch.load(run_dir / "model.pt", weights_only=True)
+        assert all(isinstance(v, torch.Tensor) for v in state.values())
+        history = pd.read_csv(run_dir / "history.csv")
+        assert {"epoch", "train_loss", "test_acc"} <= set(history.columns)
+    assert {"m.lambda_max", "m.hessian_trace", "m.hessian_trace.stderr", "m.path_norm"} <= set(
+        table
+    )
+    assert table["m.lambda_max"].notna().all()
+    correlations = pd.read_csv(results / "correlations.csv")
+    assert {"measure", "tau", "tau_ci_low", "tau_ci_high", "psi"} <= set(correlations)
+    verdicts = json.loads((results / "verdicts.json").read_text())["verdicts"]
+    ids = {v["claim_id"] for v in verdicts}
+    assert {"a", "b", "c", "d", "e1", "e2", "f", "h"} <= ids
+    assert all(v["verdict"] in ("reproduced", "not reproduced", "inconclusive") for v in verdicts)
+    figures = {p.stem for p in (results / "figures").glob("*.png")}
+    assert {"learning_curves", "corruption_sweep", "regularizers", "width", "loss_spread",
+            "flatness_scatter", "flatness_correlations", "reparam_measures", "dinh_flip",
+            "interpolation", "bezier", "spectral_density"} <= figures  # fmt: skip
+    reparam = json.loads((results / "reparam" / "summary.json").read_text())
+    assert reparam["verdicts"][0]["claim_id"] == "c"
+    leftovers = [
+        p for p in results.rglob("*") if p.name.endswith(".tmp") or p.name == "checkpoint.pt"
+    ]
+    assert not leftovers
+
+
+@pytest.mark.slow
+def test_rerun_is_a_no_op_and_report_builds(smoke_run):
+    workdir, results = smoke_run
+    dry = snakemake(workdir, "-n", "--config", "study=smoke")
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr
+    report = results / "report.html"
+    proc = snakemake(workdir, "--config", "study=smoke", "--report", str(report))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert report.stat().st_size > 100_000 and b"dinh_flip" in report.read_bytes()
+
+
+@pytest.mark.slow
+def test_figures_rebuild_from_results_alone(smoke_run):
+    _, results = smoke_run
+    target = results / "figures" / "width.png"
+    target.unlink()
+    cmd = [sys.executable, "-m", "flatness.stages.figures", str(results), str(target)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
+    assert target.stat().st_size > 10_000
