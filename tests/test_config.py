@@ -23,7 +23,8 @@ def test_every_group_choice_composes(compose, group, choice):
 
 
 @pytest.mark.parametrize("name", available_studies())
-def test_every_study_expands_into_valid_runs(name):
+def test_every_study_expands_into_valid_runs(name, monkeypatch):
+    monkeypatch.setenv("FLATNESS_DATA_ROOT", "/data")  # torchvision studies need a root to compose
     study = load_study(name)
     assert study.runs, f"study {name} has no runs"
     assert set(study.grids.values()) <= {

@@ -65,14 +65,16 @@ def test_smoke_study_writes_the_output_contract(smoke_run):
     assert {"measure", "tau", "tau_ci_low", "tau_ci_high", "psi"} <= set(correlations)
     verdicts = json.loads((results / "verdicts.json").read_text())["verdicts"]
     ids = {v["claim_id"] for v in verdicts}
-    assert {"a", "b", "c", "d", "e1", "e2", "f", "h"} <= ids
+    assert {"a", "b", "c", "d", "e1", "e2", "f", "h", "dinh", "mode"} <= ids
     assert all(v["verdict"] in ("reproduced", "not reproduced", "inconclusive") for v in verdicts)
     figures = {p.stem for p in (results / "figures").glob("*.png")}
     assert {"learning_curves", "corruption_sweep", "regularizers", "width", "loss_spread",
             "flatness_scatter", "flatness_correlations", "reparam_measures", "dinh_flip",
             "interpolation", "bezier", "spectral_density"} <= figures  # fmt: skip
     reparam = json.loads((results / "reparam" / "summary.json").read_text())
-    assert reparam["verdicts"][0]["claim_id"] == "c"
+    assert reparam["verdicts"][0]["claim_id"] == "dinh"
+    captions = (results / "captions" / "width.rst").read_text()
+    assert "Verdicts computed from this study's data" in captions and "(e2)" in captions
     leftovers = [
         p for p in results.rglob("*") if p.name.endswith(".tmp") or p.name == "checkpoint.pt"
     ]

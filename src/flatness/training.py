@@ -9,7 +9,6 @@ uninterrupted run. The learning rate is a pure function of the step, so schedule
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -20,13 +19,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from flatness.io import atomic_torch_save
+from flatness.seeds import derive_seed
 
 STATUS_OK, STATUS_DIVERGED = "ok", "diverged"
-
-
-def derive_seed(seed: int, purpose: str) -> int:
-    """An independent, stable seed per purpose (init, data order, corruption, ...)."""
-    return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:8], "little") >> 1
 
 
 @dataclass(frozen=True)
@@ -89,7 +84,7 @@ def make_optimizer(model: nn.Module, optim_cfg) -> torch.optim.Optimizer:
             params, lr=optim_cfg.lr, momentum=optim_cfg.momentum, weight_decay=wd
         )
     return torch.optim.Adam(
-        params, lr=optim_cfg.lr, betas=(optim_cfg.momentum, 0.999), weight_decay=wd
+        params, lr=optim_cfg.lr, betas=(float(optim_cfg.momentum), 0.999), weight_decay=wd
     )
 
 

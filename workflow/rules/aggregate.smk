@@ -37,9 +37,11 @@ rule analyze:
         table=f"{R}/table.csv",
         manifest=f"{R}/manifest.json",
         reparam=reparam_targets(),
+        landscape=landscape_targets(),
     output:
         correlations=f"{R}/correlations.csv",
         verdicts=f"{R}/verdicts.json",
+        captions=directory(f"{R}/captions"),
     params:
         python=PYTHON,
         results=lambda wildcards, input: os.path.dirname(input.table),

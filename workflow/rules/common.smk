@@ -79,5 +79,10 @@ def figure_targets():
 
 def landscape_figure(name, caption):
     return report(
-        f"{R}/figures/{name}.png", caption=f"../report/{caption}.rst", category="topology"
+        f"{R}/figures/{name}.png", caption=caption_file(caption), category="topology"
     )
+
+
+def caption_file(name):
+    """The caption the analyze stage writes: the figure's claim plus its verdicts from the data."""
+    return os.path.abspath(f"{R}/captions/{name}.rst")

@@ -8,7 +8,7 @@ rule figures:
         **{
             name: report(
                 f"{R}/figures/{name}.png",
-                caption=f"../report/{name}.rst",
+                caption=caption_file(name),
                 category=FIGURES[name][0],
             )
             for name in figure_names()

@@ -29,17 +29,17 @@ rule reparam_summary:
         summary=f"{R}/reparam/summary.json",
         measures=report(
             f"{R}/figures/reparam_measures.png",
-            caption="../report/reparam_measures.rst",
+            caption=caption_file("reparam_measures"),
             category="reparameterization",
         ),
         verdicts=report(
             f"{R}/figures/reparam_verdicts.png",
-            caption="../report/reparam_verdicts.rst",
+            caption=caption_file("reparam_verdicts"),
             category="reparameterization",
         ),
         flip=report(
             f"{R}/figures/dinh_flip.png",
-            caption="../report/dinh_flip.rst",
+            caption=caption_file("dinh_flip"),
             category="reparameterization",
         ),
     params:

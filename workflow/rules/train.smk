@@ -9,9 +9,11 @@ rule train:
     params:
         overrides=run_overrides,
         python=PYTHON,
+    threads: 1
     conda:
         "../envs/flatness.yaml"
     log:
         f"{R}/logs/train/{{run_id}}.log",
     shell:
-        "{params.python} -m flatness.train {params.overrides} progress=false > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.python} -m flatness.train {params.overrides}"
+        " progress=false > {log} 2>&1"

@@ -11,24 +11,19 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
+from flatness.seeds import derive_seed
+
 from .base import MeasureContext, MeasureData, MeasureResult
 from .registry import MEASURES
 from .settings import DEFAULTS, validate_settings
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
-
-
-def derive_seed(seed: int, name: str) -> int:
-    """A 63-bit seed from ``seed`` and ``name`` (stable: SHA-256, never Python's ``hash``)."""
-    digest = hashlib.sha256(f"{int(seed)}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
 def select_subset(x: torch.Tensor, y: torch.Tensor, n: int, seed: int) -> MeasureData:

@@ -1,13 +1,14 @@
 """The ``analyze`` stage: correlations of measures with generalization, and every claim's verdict.
 
-Reads ``table.csv`` and ``manifest.json`` (plus ``reparam/summary.json`` when the study has a
-reparameterization stage) and writes:
+Reads ``table.csv`` and ``manifest.json`` (plus the verdicts of the ``reparam`` and ``landscape``
+stages when the study has them) and writes:
 
 - ``correlations.csv``: per measure, Kendall tau with the generalization gap (bootstrap CI over
   configurations, the measures' own noise carried in) and the granulated Psi per swept axis, on the
   runs of the study's ``generalization`` grids;
 - ``verdicts.json``: each claim the study's families can test, with its verdict (reproduced, not
-  reproduced, inconclusive) computed from the data and the numbers behind it.
+  reproduced, inconclusive) computed from the data and the numbers behind it;
+- ``captions/<figure>.rst``: each figure's report caption with the verdicts of its claims.
 
 By hand: ``python -m flatness.stages.analyze results/<study>``.
 """
@@ -22,6 +23,7 @@ import pandas as pd
 from flatness.analysis import verdicts as v
 from flatness.analysis.correlation import correlation_table, write_correlations
 from flatness.io import read_json
+from flatness.stages.captions import write_captions
 from flatness.stages.figures import family_rows
 
 CORRELATION_COLUMNS = ["measure", "target", "tau", "tau_ci_low", "tau_ci_high", "psi"]
@@ -93,11 +95,15 @@ def analyze(results: Path, n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFr
     manifest = read_json(results / "manifest.json")
     corr = correlations(table, manifest, n_boot, seed)
     verdicts = claim_verdicts(table, manifest, corr, seed)
-    reparam_summary = results / "reparam" / "summary.json"
-    if reparam_summary.exists():
-        verdicts += [v.Verdict(**d) for d in read_json(reparam_summary)["verdicts"]]
+    for stage_summary in (
+        results / "reparam" / "summary.json",
+        results / "landscape" / "landscape.json",
+    ):
+        if stage_summary.exists():
+            verdicts += [v.Verdict(**d) for d in read_json(stage_summary)["verdicts"]]
     write_correlations(corr, results / "correlations.csv")
     v.write_verdicts(verdicts, results / "verdicts.json")
+    write_captions(verdicts, results / "captions")
     return corr, verdicts
 
 

@@ -25,7 +25,7 @@ from flatness.plotting import landscape_figures as figs
 from flatness.plotting._common import message_figure
 from flatness.stages.common import load_run, set_threads
 
-FIGURES = ("interpolation", "surface_1d", "surface_2d", "bezier", "spectral_density")
+LOW_BARRIER = 0.05  # a curve whose loss never rises this far above its end points is "low-loss"
 
 
 def landscape(results: Path, run_a: str, run_b: str, settings: dict) -> dict:
@@ -62,9 +62,25 @@ def landscape(results: Path, run_a: str, run_b: str, settings: dict) -> dict:
         "surfaces_1d": {k: s.to_dict() for k, s in surfaces.items()},
         "surface_2d": surface2d.to_dict(),
         "bezier": bezier.to_dict(),
+        "verdicts": [_mode_connectivity(paths["A -> B"].barrier, bezier.curve.barrier)],
     }
     atomic_write_json(results / "landscape" / "landscape.json", out)
     return out
+
+
+def _mode_connectivity(linear: float, curve: float) -> dict:
+    """Garipov et al.: a trained curve joins the two solutions with (almost) no barrier."""
+    joined = curve <= LOW_BARRIER or curve <= 0.5 * linear
+    return {
+        "claim_id": "mode",
+        "claim": "Solutions from different seeds are joined by a simple curve of low loss "
+        "(mode connectivity, Garipov et al. 2018; Draxler et al. 2018).",
+        "verdict": "reproduced" if joined else "not reproduced",
+        "summary": f"One pair of seeds: straight-line barrier {linear:.3g}, trained Bezier curve "
+        f"barrier {curve:.3g} (reproduced when the curve's barrier is below {LOW_BARRIER} or "
+        "half the straight line's).",
+        "numbers": {"linear_barrier": linear, "curve_barrier": curve},
+    }
 
 
 def _spectral_density(run_dir: Path, path: Path) -> None:

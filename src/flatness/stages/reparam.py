@@ -65,7 +65,7 @@ def reparam_run(overrides: list[str], alphas: list[float]) -> dict:
 
 
 def _dinh_claim(sweeps: list[dict]) -> dict:
-    """Claim c: alpha-scaling leaves the function unchanged yet moves the top eigenvalue."""
+    """Claim "dinh": alpha-scaling leaves the function unchanged yet moves the top eigenvalue."""
     layer = [s["sweeps"]["layer"] for s in sweeps if "layer" in s["sweeps"]]
     if not layer:
         verdict, summary, numbers = INCONCLUSIVE, "No rescaled model to judge.", {}
@@ -83,7 +83,7 @@ def _dinh_claim(sweeps: list[dict]) -> dict:
             f"{numbers['max_abs_logit_change']:.2g} while lambda_max moved by a factor of at least "
             f"{numbers['min_fold_range_lambda_max'] or float('nan'):.3g} across the alpha grid."
         )
-    return {"claim_id": "c", "claim": "Rescaling ReLU layers changes sharpness but not the function "
+    return {"claim_id": "dinh", "claim": "Rescaling ReLU layers changes sharpness but not the function "
             "(Dinh et al. 2017).", "verdict": verdict, "summary": summary, "numbers": numbers}  # fmt: skip
 
 

@@ -1,0 +1,58 @@
+"""Report captions that carry each figure's verdict, computed from the data.
+
+The caption text of every figure lives in ``workflow/report/<figure>.rst`` (the claim the figure
+tests and how to read it). The ``analyze`` stage appends the verdicts of that figure's claims, with
+the numbers behind them, and writes ``results/<study>/captions/<figure>.rst``, which the Snakemake
+report shows under the figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from flatness.config import CONF_DIR
+from flatness.io import atomic_write_text
+
+TEMPLATES = CONF_DIR.parent / "workflow" / "report"
+
+# figure -> claim ids (prefix match: "g:" covers every measure's flatness claim)
+FIGURE_CLAIMS: dict[str, tuple[str, ...]] = {
+    "learning_curves": ("a",),
+    "corruption_sweep": ("b", "c"),
+    "regularizers": ("d",),
+    "width": ("e1", "e2"),
+    "loss_spread": ("f",),
+    "flatness_scatter": ("g:",),
+    "flatness_correlations": ("g:",),
+    "batch_size": ("h",),
+    "reparam_measures": ("dinh",),
+    "reparam_verdicts": ("dinh",),
+    "dinh_flip": ("dinh",),
+    "bezier": ("mode",),
+    "interpolation": ("mode",),
+}
+
+
+def _matches(claim_id: str, wanted: Sequence[str]) -> bool:
+    return any(claim_id == w or (w.endswith(":") and claim_id.startswith(w)) for w in wanted)
+
+
+def verdict_lines(verdicts: Sequence, wanted: Sequence[str]) -> list[str]:
+    lines = []
+    for v in verdicts:
+        if _matches(v.claim_id, wanted):
+            lines.append(f"- **{v.verdict.upper()}** ({v.claim_id}): {v.summary}")
+    return lines
+
+
+def write_captions(verdicts: Sequence, out_dir: Path) -> list[Path]:
+    """One caption per template: the template's text, then the verdicts of its claims."""
+    written = []
+    for template in sorted(TEMPLATES.glob("*.rst")):
+        text = template.read_text().rstrip() + "\n"
+        lines = verdict_lines(verdicts, FIGURE_CLAIMS.get(template.stem, ()))
+        if lines:
+            text += "\n**Verdicts computed from this study's data:**\n\n" + "\n".join(lines) + "\n"
+        written.append(atomic_write_text(out_dir / template.name, text))
+    return written
