@@ -62,7 +62,14 @@ def library_loop(cfg, splits) -> float:
 
 def process_run(overrides: list[str], out_dir: Path) -> float:
     env = os.environ | {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "flatness.train", *overrides, f"out_dir={out_dir}", "progress=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "flatness.train",
+        *overrides,
+        f"out_dir={out_dir}",
+        "progress=false",
+    ]
     started = time.perf_counter()
     subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
