@@ -14,6 +14,8 @@ rule measure:
         "../envs/flatness.yaml"
     log:
         f"{R}/logs/measure/{{run_id}}.log",
+    benchmark:
+        f"{R}/benchmarks/measure/{{run_id}}.tsv"
     shell:
         "OMP_NUM_THREADS={threads} {params.python} -m flatness.stages.measure"
         " {params.overrides} > {log} 2>&1"

@@ -14,6 +14,8 @@ rule train:
         "../envs/flatness.yaml"
     log:
         f"{R}/logs/train/{{run_id}}.log",
+    benchmark:
+        f"{R}/benchmarks/train/{{run_id}}.tsv"
     shell:
         "OMP_NUM_THREADS={threads} {params.python} -m flatness.train {params.overrides}"
         " progress=false > {log} 2>&1"

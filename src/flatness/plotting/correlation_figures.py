@@ -65,37 +65,33 @@ def correlation_bars(correlations: pd.DataFrame, path: str | os.PathLike) -> Pat
     axes_cols = [
         c for c in df.columns if c.startswith("psi_") and c not in ("psi_ci_low", "psi_ci_high")
     ]
-    fig, axes = new_figure(3 if axes_cols else 2, width=max(4.0, 0.6 * len(df) + 2))
+    # Measures run down the y axis so that 30+ measures stay readable.
+    height = max(3.0, 0.28 * len(df) + 1.2)
+    fig, axes = new_figure(3 if axes_cols else 2, width=4.2, height=height)
     labels = [short(m) for m in df["measure"]]
     target = df["target"].iloc[0] if "target" in df.columns else "target"
+    rows = np.arange(len(df))
     for ax, stat in zip(axes[:2], ["tau", "psi"], strict=True):
         low, high = df.get(f"{stat}_ci_low"), df.get(f"{stat}_ci_high")
         values = df[stat].to_numpy(float)
-        ax.bar(labels, np.nan_to_num(values), color=sns.color_palette()[0 if stat == "tau" else 1])
+        color = sns.color_palette()[0 if stat == "tau" else 1]
+        ax.barh(rows, np.nan_to_num(values), color=color)
         if low is not None and high is not None:
             err = np.vstack([values - low.to_numpy(float), high.to_numpy(float) - values])
-            ax.errorbar(
-                labels,
-                values,
-                yerr=np.nan_to_num(np.abs(err)),
-                fmt="none",
-                ecolor="black",
-                capsize=3,
-            )
-        ax.axhline(0, color="grey", lw=0.8)
-        ax.set(
-            ylim=(-1.05, 1.05),
-            ylabel=stat,
-            title=f"{'Kendall tau' if stat == 'tau' else 'Granulated Psi'} vs {target}",
-        )
-        ax.tick_params(axis="x", rotation=45)
+            ax.errorbar(values, rows, xerr=np.nan_to_num(np.abs(err)), fmt="none",
+                        ecolor="black", capsize=2)  # fmt: skip
+        ax.axvline(0, color="grey", lw=0.8)
+        ax.set_yticks(rows, labels if stat == "tau" else [""] * len(rows))
+        ax.set_ylim(len(rows) - 0.5, -0.5)  # row i level with the heatmap row i
+        title = "Kendall tau" if stat == "tau" else "Granulated Psi"
+        ax.set(xlim=(-1.05, 1.05), xlabel=stat, title=f"{title} vs {target} (95% CI)")
     if axes_cols:
         heat = df.set_index(pd.Index(labels))[axes_cols].astype(float)
         heat.columns = [short(c.removeprefix("psi_")) for c in axes_cols]
-        sns.heatmap(
-            heat, vmin=-1, vmax=1, cmap="RdBu_r", annot=True, fmt=".2f", ax=axes[2], cbar=False
-        )
+        sns.heatmap(heat, vmin=-1, vmax=1, cmap="RdBu_r", annot=True, fmt=".2f", ax=axes[2],
+                    cbar=False, yticklabels=False)  # fmt: skip
         axes[2].set(title="psi per hyperparameter axis")
+        axes[2].tick_params(axis="x", rotation=30)
     return save_png(fig, path)
 
 
