@@ -14,6 +14,7 @@ rule manifest:
 
 rule aggregate:
     """One row per run, after a completeness check."""
+    localrule: True
     input:
         manifest=f"{R}/manifest.json",
         metrics=run_files("metrics.json"),
@@ -33,6 +34,7 @@ rule aggregate:
 
 rule analyze:
     """Correlations of measures with generalization, and every claim's verdict."""
+    localrule: True
     input:
         table=f"{R}/table.csv",
         manifest=f"{R}/manifest.json",

@@ -1,5 +1,6 @@
 rule figures:
     """Every figure of the study's families, each captioned in the Snakemake report."""
+    localrule: True
     input:
         table=f"{R}/table.csv",
         correlations=f"{R}/correlations.csv",
