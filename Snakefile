@@ -16,7 +16,9 @@ from flatness.study import load_study
 configfile: os.path.join(workflow.basedir, "workflow/config.yaml")
 
 
-STUDY = load_study(config["study"], results_dir=config["results"])
+STUDY = load_study(
+    config["study"], results_dir=config["results"], group_size=config.get("group_size")
+)
 R = f"{config['results']}/{STUDY.name}"
 RUN_DIR = f"{R}/runs/{{run_id}}"
 
@@ -26,8 +28,18 @@ wildcard_constraints:
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/measure.smk"
+
+
+if STUDY.group_size > 1:  # one process trains / measures a group of runs
+
+    include: "workflow/rules/train_group.smk"
+
+else:
+
+    include: "workflow/rules/train.smk"
+    include: "workflow/rules/measure.smk"
+
+
 include: "workflow/rules/reparam.smk"
 include: "workflow/rules/landscape.smk"
 include: "workflow/rules/aggregate.smk"

@@ -33,7 +33,9 @@ from omegaconf import DictConfig, OmegaConf
 from flatness.config import CONF_DIR, ConfigError, resolved, run_id, validate
 
 FAMILIES = ("random_labels", "regularizers", "width", "generalization", "other")
-STUDY_KEYS = ("name", "description", "seeds", "overrides", "grids", "stages", "allow_gaps")
+STUDY_KEYS = (
+    "name", "description", "seeds", "overrides", "grids", "stages", "allow_gaps", "group_size",
+)  # fmt: skip
 GRID_KEYS = ("family", "overrides", "sweep", "seeds")
 
 
@@ -55,6 +57,13 @@ class Study:
     stages: dict[str, Any]
     allow_gaps: bool
     description: str = ""
+    group_size: int = 1  # runs trained (and measured) per process; see flatness.grouping
+
+    def groups(self) -> dict[str, list[str]]:
+        """Which runs train together in one process (``group_size`` > 1): see flatness.grouping."""
+        from flatness.grouping import make_groups
+
+        return make_groups(self.runs, self.group_size)
 
     def manifest(self) -> dict[str, Any]:
         """What later stages need to know about the study, written to ``manifest.json``."""
@@ -88,8 +97,12 @@ def _format(key: str, value: Any) -> str:
     return f"{key}={value}"
 
 
-def load_study(name: str, conf_dir: Path | None = None, results_dir: str = "results") -> Study:
-    """Compose ``conf/study/<name>.yaml`` and expand it into validated runs (no work is started)."""
+def load_study(
+    name: str, conf_dir: Path | None = None, results_dir: str = "results", group_size=None
+) -> Study:
+    """Compose ``conf/study/<name>.yaml`` and expand it into validated runs (no work is started).
+
+    ``group_size`` (not None) overrides the study's own (``snakemake --config group_size=16``)."""
     from hydra import compose, initialize_config_dir
 
     conf_dir = Path(conf_dir or CONF_DIR)
@@ -122,8 +135,14 @@ def load_study(name: str, conf_dir: Path | None = None, results_dir: str = "resu
                 full = (*overrides, f"out_dir={results_dir}/{name}/runs/{rid}")
                 runs[rid] = RunSpec(rid, tuple(full), grid_names, cfg)
     stages = OmegaConf.to_container(spec.get("stages") or {}, resolve=True)
+    group_size = spec.get("group_size", 1) if group_size is None else group_size
+    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
+        raise ConfigError(
+            f"study {name}: group_size={group_size!r} is not allowed; allowed: an integer >= 1 "
+            "(1: one process per run)"
+        )
     return Study(name, runs, grids, stages, bool(spec.get("allow_gaps", False)),
-                 str(spec.get("description", "")))  # fmt: skip
+                 str(spec.get("description", "")), group_size)  # fmt: skip
 
 
 def _points(sweep: Mapping, seeds: Sequence[int]):

@@ -78,20 +78,32 @@ def run(cfg: DictConfig, progress: bool = False) -> dict:
     out = Path(cfg.out_dir)
     device = resolve_device(cfg.device)
     dataset = load_dataset(cfg.data)
-    splits, corruption_arrays = prepare_splits(cfg, dataset)
-    splits = Splits(
-        *(t.to(device) for t in (splits.x_train, splits.y_train, splits.x_test, splits.y_test))
-    )
-    rid, gid = run_id(cfg), group_id(cfg)
-    atomic_write(out / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))
-    atomic_save_npz(out / "corruption.npz", **corruption_arrays)
+    splits = start_run(cfg, dataset, device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = build_run_model(cfg, dataset.input_shape, dataset.n_classes).to(device)
-        with tracked(cfg.tracking, job_type="train", name=rid, group=gid,
+        with tracked(cfg.tracking, job_type="train", name=run_id(cfg), group=group_id(cfg),
                      config=result_config(cfg), run_dir=out) as wb:  # fmt: skip
             result = train(cfg, model, splits, out / "checkpoint.pt", log=wb.log, progress=progress)
-            metrics = _metrics(cfg, result, rid, gid, count_parameters(model))
+            metrics = run_metrics(cfg, result)
             wb.summary.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
+    return finish_run(cfg, result, metrics)
+
+
+def start_run(cfg: DictConfig, dataset: Dataset, device: torch.device) -> Splits:
+    """Write the files known before training (``config.yaml``, ``corruption.npz``) and return
+    the run's splits on ``device``. Shared by the single-run and the grouped path."""
+    out = Path(cfg.out_dir)
+    splits, corruption_arrays = prepare_splits(cfg, dataset)
+    atomic_write(out / "config.yaml", lambda tmp: OmegaConf.save(cfg, tmp))
+    atomic_save_npz(out / "corruption.npz", **corruption_arrays)
+    return Splits(*(t.to(device) for t in (splits.x_train, splits.y_train, splits.x_test,
+                                           splits.y_test)))  # fmt: skip
+
+
+def finish_run(cfg: DictConfig, result, metrics: dict) -> dict:
+    """Write the trained run's files (``metrics.json`` last, so it marks a complete run) and drop
+    the checkpoint. Shared by the single-run and the grouped path."""
+    out = Path(cfg.out_dir)
     atomic_torch_save(out / "model_init.pt", _cpu(result.init_state))
     atomic_torch_save(out / "model.pt", _cpu(result.model.state_dict()))
     history = pd.DataFrame(result.history)
@@ -99,6 +111,12 @@ def run(cfg: DictConfig, progress: bool = False) -> dict:
     atomic_write_json(out / "metrics.json", metrics)
     (out / "checkpoint.pt").unlink(missing_ok=True)
     return metrics
+
+
+def run_metrics(cfg: DictConfig, result) -> dict:
+    """``metrics.json`` of a trained run: its final history row, status and bookkeeping."""
+    n_params = count_parameters(result.model)
+    return _metrics(cfg, result, run_id(cfg), group_id(cfg), n_params)
 
 
 def _metrics(cfg, result, rid: str, gid: str, n_params: int) -> dict:
