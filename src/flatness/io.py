@@ -41,7 +41,9 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Plain JSON types; non-finite floats become null (JSON has no NaN)."""
+    """Plain JSON types (tensors and arrays become lists); non-finite floats become null."""
+    if hasattr(obj, "detach"):  # a torch tensor, without importing torch here
+        return to_jsonable(obj.detach().cpu().tolist())
     if isinstance(obj, dict):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from flatness.io import to_jsonable
 from flatness.seeds import derive_seed
 
 from .base import MeasureContext, MeasureData, MeasureResult
@@ -88,18 +89,4 @@ def run_suite(
 
 def results_to_json(results: Mapping[str, MeasureResult]) -> dict[str, Any]:
     """``{name: result.to_dict()}`` with NaN/inf as null and tensors/arrays as lists."""
-    return {name: _plain(result.to_dict()) for name, result in results.items()}
-
-
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, torch.Tensor):
-        return _plain(obj.detach().cpu().tolist())
-    if hasattr(obj, "tolist"):  # numpy arrays and scalars
-        return _plain(obj.tolist())
-    if isinstance(obj, float) and not (obj == obj and abs(obj) != float("inf")):
-        return None
-    return obj
+    return {name: to_jsonable(result.to_dict()) for name, result in results.items()}
