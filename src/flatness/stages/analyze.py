@@ -26,6 +26,11 @@ from flatness.io import read_json
 from flatness.stages.captions import write_captions
 from flatness.stages.figures import family_rows
 
+# The sign of tau with the gap that "flatter generalizes better" predicts: +1 for sharpness-like
+# measures (larger = sharper), -1 where larger means flatter or better separated. lambda_min says
+# minimum or saddle, not flat or sharp: it is correlated but makes no flatness claim.
+EXPECTED_SIGN = {"m.margin": -1, "m.local_displacement": -1}
+NO_FLATNESS_CLAIM = ("m.lambda_min",)
 CORRELATION_COLUMNS = ["measure", "target", "tau", "tau_ci_low", "tau_ci_high", "psi"]
 BATCH = "train.batch_size"
 FRACTION = "data.corruption.fraction"
@@ -83,7 +88,8 @@ def claim_verdicts(table: pd.DataFrame, manifest: dict, corr: pd.DataFrame, seed
             v.losses_concentrate(clean, seed=seed),
         ]
     if "generalization" in families and not corr.empty:
-        out += v.flatness_predicts(corr[corr["target"] == "gen_gap"])
+        claims = corr[(corr["target"] == "gen_gap") & ~corr["measure"].isin(NO_FLATNESS_CLAIM)]
+        out += v.flatness_predicts(claims, expected_sign=EXPECTED_SIGN)
         rows = family_rows(table, manifest, "generalization")
         if BATCH in rows and rows[BATCH].nunique() > 1 and "m.lambda_max" in rows:
             out.append(v.large_batch_sharper(rows, "m.lambda_max", seed=seed))
