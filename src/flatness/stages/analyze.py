@@ -5,7 +5,7 @@ stages when the study has them) and writes:
 
 - ``correlations.csv``: per measure, Kendall tau with the generalization gap (bootstrap CI over
   configurations, the measures' own noise carried in) and the granulated Psi per swept axis, on the
-  runs of the study's ``generalization`` grids;
+  runs of the study's ``generalization`` grids that reached their stopping criterion;
 - ``verdicts.json``: each claim the study's families can test, with its verdict (reproduced, not
   reproduced, inconclusive) computed from the data and the numbers behind it;
 - ``captions/<figure>.rst``: each figure's report caption with the verdicts of its claims.
@@ -51,8 +51,19 @@ def swept_axes(table: pd.DataFrame) -> list[str]:
     return axes
 
 
+def converged_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Jiang et al.'s protocol: measures are compared only across models trained to the same
+    criterion, so runs with a ``train.target_train_loss`` that never reached it are left out."""
+    target = rows.get("train.target_train_loss")
+    if target is None or target.isna().all():
+        return rows
+    keep = rows["stopped_by"] == "target_train_loss"
+    print(f"correlations: {int(keep.sum())} of {len(rows)} runs reached train.target_train_loss")
+    return rows[keep]
+
+
 def correlations(table: pd.DataFrame, manifest: dict, n_boot: int, seed: int) -> pd.DataFrame:
-    rows = family_rows(table, manifest, "generalization")
+    rows = converged_rows(family_rows(table, manifest, "generalization"))
     measures = measure_columns(rows)
     if rows.empty or not measures:
         return pd.DataFrame(columns=CORRELATION_COLUMNS)
