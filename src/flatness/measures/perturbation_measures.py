@@ -16,43 +16,24 @@ from .sharpness import average_sharpness, keskar_sharpness, projected_ascent, ra
 def keskar(model, data, settings, seed, context) -> Results:
     r = MeasureRun("keskar", model, data, settings, context)
     x = r.obj.theta0.detach().cpu().double().numpy()
-    out = []
-    if r.s["full_space"]:
-        res = keskar_sharpness(r.obj.numpy_loss_grad, x, eps=r.s["eps"], maxiter=r.s["maxiter"])
-        out.append(
-            r.result(
-                "keskar_full",
-                res.value,
-                converged=res.converged,
-                f0=res.f0,
-                f_max=res.f_max,
-                n_iter=res.n_iter,
-                eps=r.s["eps"],
-            )
-        )
-    else:
-        out.append(r.result("keskar_full", math.nan, converged=False, skipped="full_space=false"))
-    r.mark()
     p = min(r.s["subspace_dim"], x.size)
-    if p > 0:
-        A = random_subspace(x.size, p, generator(seed))
+    spaces = [  # (result name, skipped because, random subspace dimension or None for full)
+        ("keskar_full", None if r.s["full_space"] else "full_space=false", None),
+        ("keskar_subspace", None if p > 0 else "subspace_dim=0", p),
+    ]
+    out = []
+    for name, skipped, dim in spaces:
+        r.mark()
+        if skipped:
+            out.append(r.result(name, math.nan, converged=False, skipped=skipped))
+            continue
+        A = None if dim is None else random_subspace(x.size, dim, generator(seed))
         res = keskar_sharpness(
             r.obj.numpy_loss_grad, x, eps=r.s["eps"], A=A, maxiter=r.s["maxiter"]
         )
-        out.append(
-            r.result(
-                "keskar_subspace",
-                res.value,
-                converged=res.converged,
-                f0=res.f0,
-                f_max=res.f_max,
-                n_iter=res.n_iter,
-                eps=r.s["eps"],
-                dim=p,
-            )
-        )
-    else:
-        out.append(r.result("keskar_subspace", math.nan, converged=False, skipped="subspace_dim=0"))
+        extra = {} if dim is None else {"dim": dim}
+        out.append(r.result(name, res.value, converged=res.converged, f0=res.f0, f_max=res.f_max,
+                            n_iter=res.n_iter, eps=r.s["eps"], **extra))  # fmt: skip
     return tuple(out)
 
 
