@@ -12,6 +12,7 @@ import time
 import pytest
 import torch
 
+from flatness.checkpoint import load_tensors
 from flatness.io import read_json
 from flatness.train import run
 
@@ -69,7 +70,7 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "metrics.json").exists(), "the run finished before it could be killed"
-    resumed_epoch = torch.load(killed / "checkpoint.pt", weights_only=False)["epoch"]
+    resumed_epoch = load_tensors(killed / "checkpoint.pt")["epoch"]
     assert 0 < resumed_epoch < 400
     subprocess.run([*cmd, f"out_dir={killed}"], env=env, check=True, stdout=subprocess.DEVNULL)
     clean = tmp_path / "clean"

@@ -24,7 +24,7 @@ from flatness.models import MODEL_NAMES
 CONF_DIR = Path(os.environ.get("FLATNESS_CONF", Path(__file__).resolve().parents[2] / "conf"))
 
 # Keys that say where and how a run is recorded, not what it computes: left out of the run id.
-BOOKKEEPING_KEYS = ("out_dir", "device", "progress", "tracking", "measures", "hydra")
+BOOKKEEPING_KEYS = ("out_dir", "device", "progress", "resume", "tracking", "measures", "hydra")
 BOOKKEEPING_SUBKEYS = (("train", "checkpoint_every"), ("data", "root"))
 
 OPTIMIZERS = ("sgd", "adam")
@@ -126,6 +126,8 @@ _RULES: dict[str, tuple[tuple[type, ...], bool, Check, str]] = {
     "train.stop_at_full_accuracy": ((bool,), False, lambda v: True, "true or false"),
     "train.eval_every": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
     "train.checkpoint_every": (_INT, False, lambda v: v >= 1, "an integer >= 1"),
+    "train.divergence_factor": (_NUM, True, lambda v: v > 1, "null or a number > 1"),
+    "resume": ((str,), False, *_one_of(("auto", "restart"))),
     "tracking.mode": ((str,), False, *_one_of(TRACKING_MODES)),
     "progress": ((bool, str), False, lambda v: v in (True, False, "auto"), "auto, true or false"),
 }
@@ -148,7 +150,21 @@ def validate(cfg: DictConfig) -> None:
             f"data.root=None is not allowed for data.name={cfg.data.name}; allowed: a local folder "
             "in torchvision's layout (or set FLATNESS_DATA_ROOT)"
         )
+    if cfg.data.n_train is not None:
+        check_batch_size(cfg, int(cfg.data.n_train))
     _validate_measures(cfg)
+
+
+def check_batch_size(cfg: DictConfig, n_train: int) -> None:
+    """A batch larger than the training set would silently train full-batch while the config and
+    the tables record the larger size; called by ``validate`` (``data.n_train`` set) and again
+    right after the data set is loaded (its actual size)."""
+    if cfg.train.batch_size > n_train:
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} is not allowed: the training set has "
+            f"{n_train} examples (data.n_train={cfg.data.n_train}); allowed: an integer in "
+            f"[1, {n_train}]"
+        )
 
 
 def _validate_measures(cfg: DictConfig) -> None:

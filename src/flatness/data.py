@@ -166,9 +166,62 @@ def _torchvision(name: str, root) -> tuple:
             f"Nothing is downloaded at run time: copy the standard torchvision files there."
         )
     cls = datasets.MNIST if name == "mnist" else datasets.CIFAR10
-    train = cls(str(root), train=True, download=False)
-    test = cls(str(root), train=False, download=False)
+    if name == "mnist":
+        for f in files:
+            _check_idx(Path(root) / folder / f)
+    try:
+        train = cls(str(root), train=True, download=False)
+        test = cls(str(root), train=False, download=False)
+    except (RuntimeError, ValueError, OSError, EOFError, AssertionError) as err:
+        # torchvision's message names no file and suggests download=True: name the bad file
+        if name == "cifar10":
+            _check_cifar(Path(root) / folder, cls)
+        raise CorruptDataError(
+            f"reading {name} from {Path(root) / folder} failed ({err}); one of {', '.join(files)} "
+            f"is damaged. {_REPLACE_BY_HAND}"
+        ) from err
     return (*_as_arrays(train), *_as_arrays(test), 10)
+
+
+class CorruptDataError(ValueError):
+    """A local data set file that is truncated or corrupted; the message names the file."""
+
+
+_REPLACE_BY_HAND = (
+    "Replace it by hand with an intact copy of the standard torchvision file (copy it from a "
+    "machine that has one, or extract it again from the original archive); the project never "
+    "fetches data at run time"
+)
+
+
+def _check_idx(path: Path) -> None:
+    """An MNIST idx file's size must match the shape its header states (truncation check)."""
+    with open(path, "rb") as f:
+        header = f.read(4)
+        n_dims = header[3] if len(header) == 4 else 0
+        dims = np.frombuffer(f.read(4 * n_dims), dtype=">u4") if 1 <= n_dims <= 3 else []
+    if len(header) < 4 or header[2] != 0x08 or len(dims) != n_dims or not n_dims:
+        raise CorruptDataError(f"{path} is not an MNIST idx file of unsigned bytes (bad header). "
+                               f"{_REPLACE_BY_HAND}")  # fmt: skip
+    expected = 4 * (1 + n_dims) + int(np.prod(dims))
+    if path.stat().st_size != expected:
+        raise CorruptDataError(
+            f"{path} is truncated or corrupted: its header states shape {tuple(int(d) for d in dims)}"
+            f" ({expected} bytes), the file has {path.stat().st_size} bytes. {_REPLACE_BY_HAND}"
+        )
+
+
+def _check_cifar(folder: Path, cls) -> None:
+    """Name the CIFAR-10 file whose MD5 differs from torchvision's published checksum."""
+    from torchvision.datasets.utils import check_integrity
+
+    entries = [*cls.train_list, *cls.test_list, (cls.meta["filename"], cls.meta["md5"])]
+    for filename, md5 in entries:
+        if not check_integrity(str(folder / filename), md5):
+            raise CorruptDataError(
+                f"{folder / filename} is truncated or corrupted (its MD5 is not the published "
+                f"{md5}). {_REPLACE_BY_HAND}"
+            )
 
 
 def _as_arrays(ds) -> tuple[np.ndarray, np.ndarray]:

@@ -10,11 +10,12 @@ reference):
 - its own dropout masks, drawn from a generator seeded like the single path's global RNG and drawn
   the way ``nn.Dropout`` draws them, so the masks are bit-for-bit those of the run trained alone;
 - its own batch-norm batch statistics and running statistics (``flatness.functional``);
-- its own evaluation rows, divergence handling, early stopping and step budget: a run that stops
-  (diverged, target reached, budget spent) is frozen for the rest of the epoch and then leaves the
-  group, so the others go on at full speed;
-- its own ``checkpoint.pt`` in the single path's format (model, ``torch.optim`` state, generator
-  states, history), so a killed group resumes, and either path can resume the other's checkpoint.
+- its own evaluation rows, early stopping and step budget, and the single path's divergence rule
+  (``flatness.training.divergence``, checked per step): a run that stops (diverged, target
+  reached, budget spent) is frozen for the rest of the epoch and then leaves the group, so the
+  others go on at full speed;
+- its own ``checkpoint.pt`` in ``flatness.checkpoint``'s format (model, optimizer state, generator
+  states, history, run id), so a killed group resumes, and either path can resume the other's.
 
 Results agree with the single path to floating-point rounding, not bits: batched matmuls (``bmm``)
 may accumulate in a different order than the single run's ``mm``. ``seconds`` is the group's wall
@@ -34,16 +35,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from flatness.functional import (
-    FlatForward,
-    StackedOptimizer,
-    cross_entropy,
-    dropout_mask,
-    evaluate,
-    stack,
-)
+from flatness import checkpoint as ckpt_format
+from flatness.config import run_id
+from flatness.functional import FlatForward, cross_entropy, dropout_mask, evaluate, stack
 from flatness.grouping import check_compatible
-from flatness.io import atomic_torch_save
+from flatness.optimizers import StackedOptimizer
 from flatness.training import (
     STATUS_DIVERGED,
     STATUS_OK,
@@ -51,7 +47,10 @@ from flatness.training import (
     _reached_target,
     augment,
     derive_seed,
+    divergence,
+    finite_per_run,
     learning_rate,
+    row_divergence,
 )
 
 
@@ -60,6 +59,7 @@ class _Run:
     """One run's bookkeeping inside a group (everything but its stacked tensors)."""
 
     cfg: object
+    run_id: str
     total_steps: int
     order: torch.Generator
     dropout: torch.Generator
@@ -73,23 +73,27 @@ class _Run:
     history: list = field(default_factory=list)
     status: str = STATUS_OK
     stopped_by: str = "budget"
+    divergence: str | None = None
+    diverged_step: int | None = None
     lr: float = 0.0
     frozen: bool = False
     done: bool = False
     perm: torch.Tensor | None = None
 
 
-def train_group(cfgs, models, splits, checkpoints=None, logs=None) -> list[TrainResult]:
+def train_group(cfgs, models, splits, checkpoints=None, logs=None, saved=None) -> list[TrainResult]:
     """Train ``models[r]`` (built under run ``r``'s seed) on ``splits[r]`` for every run ``r``.
 
     ``cfgs`` must agree on everything ``flatness.grouping`` keeps in a group key (architecture,
     data size, batch size, optimizer name); scalars such as lr, weight decay, momentum, schedule,
     epochs and stopping rules may differ. The caller's models are not modified. Returns one
-    ``TrainResult`` per run, in order.
+    ``TrainResult`` per run, in order. ``saved[r]`` is run ``r``'s checkpoint if the caller
+    already loaded it (``flatness.checkpoint.load``); otherwise ``checkpoints[r]`` is loaded.
     """
     n_runs = len(cfgs)
     checkpoints = list(checkpoints or [None] * n_runs)
     logs = list(logs or [None] * n_runs)
+    saved = list(saved or [None] * n_runs)
     n, batch = len(splits[0].y_train), int(cfgs[0].train.batch_size)
     check_compatible(cfgs, models, splits, n, batch)
     steps_per_epoch = math.ceil(n / batch)
@@ -100,6 +104,7 @@ def train_group(cfgs, models, splits, checkpoints=None, logs=None) -> list[Train
     runs = [
         _Run(
             cfg=_plain(c),
+            run_id=run_id(c),
             total_steps=c.train.steps or c.train.epochs * steps_per_epoch,
             order=torch.Generator().manual_seed(derive_seed(c.seed, "order")),
             dropout=torch.Generator().manual_seed(derive_seed(c.seed, "dropout")),
@@ -109,13 +114,15 @@ def train_group(cfgs, models, splits, checkpoints=None, logs=None) -> list[Train
         )
         for c, s, ckpt, log in zip(cfgs, states, checkpoints, logs, strict=True)
     ]
-    saved = [_restore(run, states, r) for r, run in enumerate(runs)]
+    saved = [
+        _restore(run, states, r, s) for r, (run, s) in enumerate(zip(runs, saved, strict=True))
+    ]
     params = stack([{k: s[k] for k in param_names} for s in states])
     buffers = stack([{k: v for k, v in s.items() if k not in param_names} for s in states])
     optimizer = StackedOptimizer([run.cfg.optim for run in runs], params)
     for r, ckpt in enumerate(saved):
         if ckpt is not None:
-            optimizer.load_torch_state_dict(r, param_names, ckpt["optimizer"])
+            optimizer.load_run_state(r, ckpt["optimizer"])
     data = [torch.stack([getattr(s, k) for s in splits]) for k in ("x_train", "y_train")]
     test = [torch.stack([getattr(s, k) for s in splits]) for k in ("x_test", "y_test")]
     forward = FlatForward(template, tuple(data[0].shape[2:]))
@@ -158,19 +165,28 @@ def train_group(cfgs, models, splits, checkpoints=None, logs=None) -> list[Train
                    for run in group]  # fmt: skip
             xb, yb, masks = _batch(group, live, data, i, batch, forward.dropout_shapes)
             grads, (losses, new_buffers) = step_fn(params, buffers, xb, yb, masks)
-            finite = torch.isfinite(losses).tolist()
+            losses, grads_ok = losses.tolist(), finite_per_run(grads)
+            reasons = [divergence(loss, run.history[0]["train_loss"], run.cfg.train.divergence_factor,
+                                  ok) if live_r else None
+                       for run, loss, ok, live_r in zip(group, losses, grads_ok, live, strict=True)]  # fmt: skip
             buffers = _select(live, new_buffers, buffers)
-            update = [ok and f for ok, f in zip(live, finite, strict=True)]
+            update = [ok and r is None for ok, r in zip(live, reasons, strict=True)]
             params = optimizer.step(params, grads, lrs, update)
-            for run, ok, f, lr in zip(group, live, finite, lrs, strict=True):
-                if not ok:
-                    continue
-                run.lr = lr
-                if not f:
+            params_ok = finite_per_run(params)
+            for a, (run, ok, lr) in enumerate(zip(group, update, lrs, strict=True)):
+                if ok:
+                    run.lr = lr
+                    run.step += 1
+                    run.frozen = run.step >= run.total_steps
+                    if not params_ok[a]:
+                        factor = run.cfg.train.divergence_factor
+                        reasons[a] = divergence(losses[a], run.history[0]["train_loss"], factor,
+                                                params_finite=False)  # fmt: skip
+                elif live[a]:
+                    run.lr = lr
+                if reasons[a] is not None:
                     run.status, run.stopped_by, run.frozen = STATUS_DIVERGED, "diverged", True
-                    continue
-                run.step += 1
-                run.frozen = run.step >= run.total_steps
+                    run.divergence, run.diverged_step = reasons[a], run.step
             if all(run.frozen for run in group):
                 break
         elapsed = time.perf_counter() - started
@@ -244,8 +260,10 @@ def _end_of_epoch(run: _Run, optimizer, a: int, keys, params, buffers) -> None:
     last = run.step >= run.total_steps
     row = run.history[-1]
     if row["epoch"] == run.epoch:
-        if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):
+        reason = row_divergence(row, run.history[0]["train_loss"], run.cfg.train.divergence_factor)
+        if reason is not None:
             run.status, run.stopped_by, run.done = STATUS_DIVERGED, "diverged", True
+            run.divergence, run.diverged_step = reason, run.step
             return
         if run.fit is None and row["train_acc"] == 1.0:
             run.fit = (run.epoch, run.step)
@@ -255,28 +273,25 @@ def _end_of_epoch(run: _Run, optimizer, a: int, keys, params, buffers) -> None:
             run.done = True
             return
     if run.checkpoint is not None and run.epoch % run.cfg.train.checkpoint_every == 0 and not last:
-        atomic_torch_save(
+        ckpt_format.save(
             run.checkpoint,
-            {
-                "model": _state(keys, params, buffers, a),
-                "optimizer": optimizer.torch_state_dict(a, list(params), run.cfg.optim),
-                "rng": {"cpu": run.dropout.get_state(), "order": run.order.get_state()},
-                "init_state": run.init_state,
-                "epoch": run.epoch,
-                "step": run.step,
-                "history": run.history,
-                "seconds": run.seconds,
-                "fit": run.fit,
-            },
+            run.run_id,
+            model=_state(keys, params, buffers, a),
+            optimizer=optimizer.run_state(a),
+            rng={"cpu": run.dropout.get_state(), "order": run.order.get_state()},
+            init_state=run.init_state,
+            **dict(epoch=run.epoch, step=run.step, history=run.history, seconds=run.seconds),
+            fit=run.fit,
         )
     run.done = last
 
 
-def _restore(run: _Run, states: list[dict], r: int) -> dict | None:
-    """Load run ``r``'s checkpoint (the single path's format) into its state and bookkeeping."""
-    if run.checkpoint is None or not Path(run.checkpoint).exists():
+def _restore(run: _Run, states: list[dict], r: int, ckpt: dict | None) -> dict | None:
+    """Load run ``r``'s checkpoint (``flatness.checkpoint``'s format) into its state."""
+    if ckpt is None and run.cfg.resume == "auto":
+        ckpt = ckpt_format.load(run.checkpoint, run.run_id, run.cfg.resume)
+    if ckpt is None:
         return None
-    ckpt = torch.load(run.checkpoint, map_location="cpu", weights_only=False)
     states[r] = {k: v.clone() for k, v in ckpt["model"].items()}
     run.dropout.set_state(ckpt["rng"]["cpu"])
     run.order.set_state(ckpt["rng"]["order"])
@@ -301,4 +316,4 @@ def _result(run: _Run, model: nn.Module) -> TrainResult:
     fit = run.fit
     return TrainResult(model, run.init_state, run.history, run.status, run.stopped_by, run.step,
                        run.epoch, fit[0] if fit else None, fit[1] if fit else None,
-                       run.seconds)  # fmt: skip
+                       run.seconds, run.divergence, run.diverged_step)  # fmt: skip

@@ -2,6 +2,8 @@
 
 A run killed mid-write (SLURM preemption, Ctrl-C, OOM) must never leave a half-written result that
 Snakemake or a figure later reads as complete; ``os.replace`` within one folder is atomic on POSIX.
+``mkstemp`` creates its file with mode 0600; the file gets the mode the user's umask gives a new
+file before the rename, so colleagues on a shared cluster can read results as they expect.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ def atomic_path(path: str | os.PathLike):
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         yield Path(tmp)
@@ -31,6 +34,13 @@ def atomic_path(path: str | os.PathLike):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any]) -> Path:

@@ -22,7 +22,16 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from flatness.config import CONF_DIR, group_id, resolved, result_config, run_id, validate
+from flatness import checkpoint
+from flatness.config import (
+    CONF_DIR,
+    check_batch_size,
+    group_id,
+    resolved,
+    result_config,
+    run_id,
+    validate,
+)
 from flatness.corruptions import corrupt
 from flatness.data import Dataset, load_dataset
 from flatness.io import atomic_save_npz, atomic_torch_save, atomic_write, atomic_write_json
@@ -78,12 +87,15 @@ def run(cfg: DictConfig, progress: bool = False) -> dict:
     out = Path(cfg.out_dir)
     device = resolve_device(cfg.device)
     dataset = load_dataset(cfg.data)
+    check_batch_size(cfg, len(dataset.y_train))
+    saved = checkpoint.load(out / "checkpoint.pt", run_id(cfg), cfg.resume)  # before any write
     splits = start_run(cfg, dataset, device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         model = build_run_model(cfg, dataset.input_shape, dataset.n_classes).to(device)
         with tracked(cfg.tracking, job_type="train", name=run_id(cfg), group=group_id(cfg),
                      config=result_config(cfg), run_dir=out) as wb:  # fmt: skip
-            result = train(cfg, model, splits, out / "checkpoint.pt", log=wb.log, progress=progress)
+            result = train(cfg, model, splits, out / "checkpoint.pt", log=wb.log,
+                           progress=progress, saved=saved)  # fmt: skip
             metrics = run_metrics(cfg, result)
             wb.summary.update({k: v for k, v in metrics.items() if isinstance(v, int | float)})
     return finish_run(cfg, result, metrics)
@@ -127,6 +139,8 @@ def _metrics(cfg, result, rid: str, gid: str, n_params: int) -> dict:
         "seed": int(cfg.seed),
         "status": result.status,
         "stopped_by": result.stopped_by,
+        "divergence": result.divergence,
+        "diverged_step": result.diverged_step,
         "train_loss": final["train_loss"],
         "train_acc": final["train_acc"],
         "test_loss": final["test_loss"],

@@ -5,6 +5,8 @@ RNG inside ``torch.random.fork_rng`` (so the caller's RNG state is untouched), d
 augmentation use a local ``torch.Generator``. A checkpoint holds the model, optimizer, both RNG
 states and the history, so a run killed and restarted ends with exactly the numbers of an
 uninterrupted run. The learning rate is a pure function of the step, so schedules need no state.
+The checkpoint format is ``flatness.checkpoint``'s, the optimizer ``flatness.optimizers``' (shared
+with the grouped engine), and the divergence rule is ``divergence`` below (shared too).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flatness.io import atomic_torch_save
+from flatness import checkpoint as ckpt_format
+from flatness.config import run_id
+from flatness.optimizers import ModelOptimizer, Stacked
 from flatness.seeds import derive_seed
 
 STATUS_OK, STATUS_DIVERGED = "ok", "diverged"
@@ -36,6 +40,8 @@ class TrainResult:
     time_to_fit_epoch: int | None
     time_to_fit_step: int | None
     seconds: float
+    divergence: str | None = None  # why the run diverged (``divergence``), else None
+    diverged_step: int | None = None  # the step count when it was detected, else None
 
 
 def resolve_device(name: str) -> torch.device:
@@ -77,17 +83,6 @@ def learning_rate(optim_cfg, step: int, steps_per_epoch: int, total_steps: int) 
     return base
 
 
-def make_optimizer(model: nn.Module, optim_cfg) -> torch.optim.Optimizer:
-    params, wd = model.parameters(), float(optim_cfg.weight_decay)
-    if optim_cfg.name == "sgd":
-        return torch.optim.SGD(
-            params, lr=optim_cfg.lr, momentum=optim_cfg.momentum, weight_decay=wd
-        )
-    return torch.optim.Adam(
-        params, lr=optim_cfg.lr, betas=(float(optim_cfg.momentum), 0.999), weight_decay=wd
-    )
-
-
 def augment(x: torch.Tensor, data_cfg, generator: torch.Generator) -> torch.Tensor:
     """Random circular shifts for 1-D signals; zero-padded random crops (+ flips for CIFAR-10)."""
     shift = int(data_cfg.augment_shift)
@@ -114,24 +109,68 @@ def augment(x: torch.Tensor, data_cfg, generator: torch.Generator) -> torch.Tens
     return out
 
 
-def train(cfg, model: nn.Module, data, checkpoint: Path | None = None, log=None, progress=False):
+def divergence(loss: float, initial_loss: float, factor: float | None, grads_finite: bool = True,
+               params_finite: bool = True) -> str | None:  # fmt: skip
+    """The divergence rule of both engines: why this step diverged, or None.
+
+    A step diverges on a non-finite train loss, gradient or parameter, or on a (mini-batch) train
+    loss above ``factor`` times the initial loss (``train.divergence_factor``; the initial loss is
+    the first history row's). Checked at every step, so a blow-up that recovers (2.3 -> 4456 ->
+    41.8) still ends the run as diverged."""
+    if not math.isfinite(loss):
+        return f"non-finite train loss ({loss})"
+    if factor is not None and loss > factor * initial_loss:
+        return (f"train loss {loss:.6g} above train.divergence_factor={factor:g} x the initial "
+                f"loss {initial_loss:.6g}")  # fmt: skip
+    if not grads_finite:
+        return "non-finite gradient"
+    if not params_finite:
+        return "non-finite parameters after the step"
+    return None
+
+
+def row_divergence(row: dict, initial_loss: float, factor: float | None) -> str | None:
+    """``divergence`` applied to an evaluation row: the loss after a run's last step (or after a
+    blow-up between two checked batches) is seen only there."""
+    for key in ("train_loss", "test_loss"):
+        if not math.isfinite(row[key]):
+            return f"non-finite {key.replace('_', ' ')} at the evaluation of epoch {row['epoch']}"
+    reason = divergence(row["train_loss"], initial_loss, factor)
+    return reason and f"{reason}, at the evaluation of epoch {row['epoch']}"
+
+
+def finite_per_run(stacked: Stacked) -> list[bool]:
+    """Whether each run's tensors in a stack (leading axis: runs) are all finite."""
+    return (
+        torch.stack([torch.isfinite(v).flatten(1).all(1) for v in stacked.values()]).all(0).tolist()
+    )
+
+
+def train(cfg, model: nn.Module, data, checkpoint: Path | None = None, log=None, progress=False,
+          saved: dict | None = None):  # fmt: skip
     """Train ``model`` (built by the caller inside the run's RNG context) on ``data``.
 
     ``data`` holds ``x_train, y_train, x_test, y_test`` tensors on the training device. ``log`` is
-    called with each history row (W&B). Returns a ``TrainResult``; never raises on divergence.
+    called with each history row (W&B). ``checkpoint`` is written every ``checkpoint_every`` epochs
+    and resumed from (``saved``, if the caller already loaded it with ``flatness.checkpoint.load``).
+    Returns a ``TrainResult``; never raises on divergence.
     """
     device = data.x_train.device
     n, batch = len(data.y_train), int(cfg.train.batch_size)
     steps_per_epoch = math.ceil(n / batch)
     total_steps = cfg.train.steps or cfg.train.epochs * steps_per_epoch
     n_epochs = math.ceil(total_steps / steps_per_epoch)
+    factor = cfg.train.divergence_factor
     order = torch.Generator().manual_seed(derive_seed(cfg.seed, "order"))
     torch.manual_seed(derive_seed(cfg.seed, "dropout"))  # inside the caller's fork_rng
-    optimizer = make_optimizer(model, cfg.optim)
+    optimizer = ModelOptimizer(model, cfg.optim)
     init_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     state = {"epoch": 0, "step": 0, "history": [], "seconds": 0.0, "fit": None}
-    if checkpoint is not None and checkpoint.exists():
-        state = _restore(checkpoint, model, optimizer, order, device)
+    rid = run_id(cfg)
+    if saved is None and cfg.resume == "auto":  # restart: the caller's load logged it
+        saved = ckpt_format.load(checkpoint, rid, cfg.resume)
+    if saved is not None:
+        state = _restore(saved, model, optimizer, order, device)
         init_state = state.pop("init_state")
     history: list[dict] = state["history"]
 
@@ -155,8 +194,9 @@ def train(cfg, model: nn.Module, data, checkpoint: Path | None = None, log=None,
 
     if not history:
         record(0, 0, learning_rate(cfg.optim, 0, steps_per_epoch, total_steps), 0.0)
+    initial_loss = history[0]["train_loss"]
     epoch, step, seconds, fit = state["epoch"], state["step"], state["seconds"], state["fit"]
-    status, stopped_by = STATUS_OK, "budget"
+    status, stopped_by, reason, diverged_step = STATUS_OK, "budget", None, None
     bar = _progress_bar(n_epochs, epoch, progress)
     model.train()
     while step < total_steps:
@@ -164,20 +204,24 @@ def train(cfg, model: nn.Module, data, checkpoint: Path | None = None, log=None,
         perm = torch.randperm(n, generator=order).to(device)
         for i in range(0, n, batch):
             lr = learning_rate(cfg.optim, step, steps_per_epoch, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
             idx = perm[i : i + batch]
             xb = data.x_train[idx]
             if cfg.data.augment:
                 xb = augment(xb, cfg.data, order)
             loss = F.cross_entropy(model(xb), data.y_train[idx])
-            if not torch.isfinite(loss):
-                status, stopped_by = STATUS_DIVERGED, "diverged"
-                break
-            optimizer.zero_grad(set_to_none=True)
+            optimizer.zero_grad()
             loss.backward()
-            optimizer.step()
-            step += 1
+            grads = optimizer.grads()
+            loss_value = loss.item()
+            reason = divergence(loss_value, initial_loss, factor, finite_per_run(grads)[0])
+            if reason is None:
+                optimizer.step(lr, grads)
+                step += 1
+                if not finite_per_run(optimizer.params)[0]:
+                    reason = divergence(loss_value, initial_loss, factor, params_finite=False)
+            if reason is not None:
+                status, stopped_by, diverged_step = STATUS_DIVERGED, "diverged", step
+                break
             if step >= total_steps:
                 break
         epoch += 1
@@ -188,8 +232,9 @@ def train(cfg, model: nn.Module, data, checkpoint: Path | None = None, log=None,
         last = step >= total_steps
         if epoch % cfg.train.eval_every == 0 or last:
             row = record(epoch, step, lr, seconds)
-            if not all(math.isfinite(row[k]) for k in ("train_loss", "test_loss")):
-                status, stopped_by = STATUS_DIVERGED, "diverged"
+            reason = row_divergence(row, initial_loss, factor)
+            if reason is not None:
+                status, stopped_by, diverged_step = STATUS_DIVERGED, "diverged", step
                 break
             if fit is None and row["train_acc"] == 1.0:
                 fit = (epoch, step)
@@ -201,13 +246,14 @@ def train(cfg, model: nn.Module, data, checkpoint: Path | None = None, log=None,
         if bar is not None:
             bar.update(1)
         if checkpoint is not None and epoch % cfg.train.checkpoint_every == 0 and not last:
-            _save(
+            ckpt_format.save(
                 checkpoint,
-                model,
-                optimizer,
-                order,
-                init_state,
-                dict(epoch=epoch, step=step, history=history, seconds=seconds, fit=fit),
+                rid,
+                model=model.state_dict(),
+                optimizer=optimizer.state_dict(),
+                rng=_rng_state(order),
+                init_state=init_state,
+                **dict(epoch=epoch, step=step, history=history, seconds=seconds, fit=fit),
             )
     if bar is not None:
         bar.close()
@@ -224,6 +270,8 @@ def train(cfg, model: nn.Module, data, checkpoint: Path | None = None, log=None,
         fit[0] if fit else None,
         fit[1] if fit else None,
         seconds,
+        reason,
+        diverged_step,
     )
 
 
@@ -242,29 +290,30 @@ def _progress_bar(total: int, initial: int, enabled: bool):
     return tqdm(total=total, initial=initial, unit="epoch", dynamic_ncols=True)
 
 
-def _save(path: Path, model, optimizer, order: torch.Generator, init_state, state: dict) -> None:
+def _rng_state(order: torch.Generator) -> dict:
+    """The generator states a resumed run needs, as uint8 tensors (``weights_only`` loads them)."""
     rng = {"cpu": torch.get_rng_state(), "order": order.get_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
-    atomic_torch_save(
-        path,
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "rng": rng,
-            "init_state": init_state,
-            **state,
-        },
-    )
+    return rng
 
 
-def _restore(path: Path, model, optimizer, order: torch.Generator, device) -> dict:
-    ckpt = torch.load(path, map_location=device, weights_only=False)
-    model.load_state_dict(ckpt.pop("model"))
-    optimizer.load_state_dict(ckpt.pop("optimizer"))
-    rng = ckpt.pop("rng")
+def _restore(saved: dict, model, optimizer: ModelOptimizer, order: torch.Generator, device) -> dict:
+    """Load a checkpoint (``flatness.checkpoint.load``'s validated dict) into the loop's state."""
+    saved = dict(saved)
+    model.load_state_dict(saved.pop("model"))  # copies into the parameters the optimizer views
+    optimizer.load_state_dict(_to(saved.pop("optimizer"), device))
+    rng = saved.pop("rng")
     torch.set_rng_state(rng["cpu"])
     order.set_state(rng["order"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return ckpt
+    return saved
+
+
+def _to(obj, device):
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    return obj

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from flatness.checkpoint import load_tensors
 from flatness.config import compose_run
 from flatness.data import load_dataset
 from flatness.io import read_json
@@ -52,8 +53,8 @@ def load_run(overrides: Sequence[str] = (), run_dir: Path | None = None) -> Trai
     splits, _ = prepare_splits(cfg, dataset)
     model = build_run_model(cfg, dataset.input_shape, dataset.n_classes)
     init_model = build_run_model(cfg, dataset.input_shape, dataset.n_classes)
-    model.load_state_dict(torch.load(run_dir / "model.pt", weights_only=True))
-    init_model.load_state_dict(torch.load(run_dir / "model_init.pt", weights_only=True))
+    model.load_state_dict(load_tensors(run_dir / "model.pt"))
+    init_model.load_state_dict(load_tensors(run_dir / "model_init.pt"))
     return TrainedRun(
         cfg, run_dir, read_json(run_dir / "metrics.json"), splits, model.eval(), init_model.eval()
     )

@@ -21,7 +21,16 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from flatness.config import ConfigError, compose_run, group_id, result_config, run_id, validate
+from flatness import checkpoint
+from flatness.config import (
+    ConfigError,
+    check_batch_size,
+    compose_run,
+    group_id,
+    result_config,
+    run_id,
+    validate,
+)
 from flatness.data import load_dataset
 from flatness.grouped import train_group
 from flatness.grouping import group_key
@@ -45,10 +54,14 @@ def run_group(cfgs: list[DictConfig]) -> list[dict]:
             )
     device = resolve_device(cfgs[0].device)
     dataset = load_dataset(cfgs[0].data)
+    check_batch_size(cfgs[0], len(dataset.y_train))  # one batch size per group
+    checkpoints = [Path(cfg.out_dir) / "checkpoint.pt" for cfg in cfgs]
+    saved = [
+        checkpoint.load(p, run_id(c), c.resume) for p, c in zip(checkpoints, cfgs, strict=True)
+    ]
     splits = [start_run(cfg, dataset, device) for cfg in cfgs]
     models = [build_run_model(c, dataset.input_shape, dataset.n_classes).to(device) for c in cfgs]
-    checkpoints = [Path(cfg.out_dir) / "checkpoint.pt" for cfg in cfgs]
-    results = train_group(cfgs, models, splits, checkpoints)
+    results = train_group(cfgs, models, splits, checkpoints, saved=saved)
     all_metrics = []
     for cfg, result in zip(cfgs, results, strict=True):
         metrics = run_metrics(cfg, result)
