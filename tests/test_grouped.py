@@ -71,7 +71,7 @@ FAMILIES = {
     ],
     "divergence": [
         ("train.epochs=4",),
-        [("seed=0", "optim.lr=1e12"), ("seed=1", "optim.lr=0.05")],
+        [("seed=0", "optim.lr=1e12"), ("seed=1", "optim.lr=0.05"), ("seed=2", "optim.lr=50")],
     ],
     "early_stopping": [
         ("optim=adam", "optim.lr=0.01", "model.width=64", "train.epochs=40"),
@@ -122,8 +122,8 @@ def test_grouped_run_equals_run_alone(compose, tmp_path, family):
             for a, b in zip(hg[key], hs[key], strict=True):
                 _assert_close(a, b, 100, key)
     if family == "divergence":
-        assert [m["status"] for m in grouped] == ["diverged", "ok"]
-        assert grouped[0]["diverged_step"] is not None and grouped[0]["divergence"]
+        assert [m["status"] for m in grouped] == ["diverged", "ok", "diverged"]
+        assert all(m["divergence"] and m["diverged_step"] is not None for m in grouped[::2])
     if family == "early_stopping":
         assert len({m["epochs"] for m in grouped}) == 3  # three different stopping epochs
         assert grouped[0]["stopped_by"] == "target_train_loss"

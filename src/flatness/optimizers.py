@@ -71,7 +71,8 @@ class StackedOptimizer:
         """This step's per-run scalars as vectors (Adam's bias corrections in float64 first)."""
         out = {"neg_lr": -torch.tensor(lr), "momentum": torch.tensor(self.momentum),
                "weight_decay": torch.tensor(self.weight_decay)}  # fmt: skip
-        if self.name == "adam":
+        if self.name == "adam":  # scalars as torch computes them: in float64, then float32
+            out["one_minus_momentum"] = torch.tensor([1 - m for m in self.momentum])
             steps = self.steps.tolist()
             out["neg_step_size"] = -torch.tensor([
                 lr_r / (1 - b1**s) if s > 0 else 0.0
@@ -98,10 +99,10 @@ class StackedOptimizer:
         if "exp_avg" not in state:
             state["exp_avg"], state["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(g, 1 - s["momentum"])
+        exp_avg.lerp_(g, s["one_minus_momentum"])
         exp_avg_sq.mul_(0.999).addcmul_(g, g, value=1 - 0.999)
         denom = (exp_avg_sq.sqrt() / s["bc2_sqrt"]).add_(1e-8)
-        p.addcmul_(exp_avg / denom, s["neg_step_size"])
+        p.addcdiv_(exp_avg * s["neg_step_size"], denom)  # torch's (value * exp_avg) / denom
 
     def select(self, keep: torch.Tensor) -> None:
         """Keep only the runs at indices ``keep`` (runs leave a group when they finish)."""
