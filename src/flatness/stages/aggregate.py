@@ -27,7 +27,7 @@ from flatness.io import atomic_write, read_json
 METRIC_KEYS = (
     "status", "stopped_by", "train_loss", "train_acc", "test_loss", "test_acc", "gen_gap",
     "gen_gap_loss", "test_error", "steps", "epochs", "time_to_fit_epoch", "time_to_fit_step",
-    "train_seconds", "n_params",
+    "train_seconds", "n_params", "divergence", "diverged_step",
 )  # fmt: skip
 
 
