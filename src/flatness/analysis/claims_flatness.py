@@ -97,10 +97,11 @@ def large_batch_sharper(
     table: pd.DataFrame,
     measure: str,
     batch: str = "train.batch_size",
-    within: tuple[str, ...] = ("model.width", "optim.lr"),
+    within: tuple[str, ...] = ("model.width", "model.depth", "optim.lr", "optim.weight_decay"),
     missing: int = 0,
 ) -> Verdict:
-    """(h) Keskar et al., paired within configurations: in every (width, lr) cell where the
+    """(h) Keskar et al., paired within configurations: in every cell of the ``within`` columns
+    (width, depth, lr, weight decay: whichever the table has) where the
     smallest and the largest batch size both have converged runs, the differences large - small of
     the seed-mean test error and of log(seed-mean ``measure``); each gets a t interval over cells
     and both must be > 0 (intersection-union). Contradicted when either is < 0 (alpha/2 each).
@@ -126,7 +127,7 @@ def large_batch_sharper(
     numbers = {"small_batch": small, "large_batch": large, "paired_within": keys,
                "n_cells": len(cells), "n_not_converged": n_unconverged}  # fmt: skip
     if len(cells) < 2:
-        why = f"{len(cells)} (width, lr) cell(s) with both batch sizes converged; need >= 2."
+        why = f"{len(cells)} cell(s) of {keys} with both batch sizes converged; need >= 2."
         return inconclusive("h", counts, why, numbers)
     d = np.array(cells)
     err_up, sharp_up = (contrast([d[:, j]], [1.0]) for j in (0, 1))
@@ -142,7 +143,7 @@ def large_batch_sharper(
                    log_sharpness_ratio=sharp_up.estimate, log_sharpness_interval=sharp_up.as_list(),
                    measure=measure)  # fmt: skip
     finding = (
-        f"Batch {large:g} vs {small:g} over {len(cells)} converged (width, lr) cells "
+        f"Batch {large:g} vs {small:g} over {len(cells)} converged cells of {keys} "
         f"({n_unconverged} runs never reached the target loss, left out): test error difference "
         f"{interval_text(err_up, '+.3f')}; log {measure} ratio {interval_text(sharp_up, '+.3g')}."
     )

@@ -63,49 +63,65 @@ def wide_nets_generalize(
 
 
 def double_descent(
-    table: pd.DataFrame, width: str = "model.width", noise: float | None = None, missing: int = 0
+    table: pd.DataFrame,
+    width: str = "model.width",
+    noise: float | None = None,
+    fit: float = 0.99,
+    missing: int = 0,
 ) -> Verdict:
-    """(e2) With label noise, test error has an interior peak (Nakkiran et al.).
+    """(e2) With label noise, test error peaks at the interpolation threshold (Nakkiran et al.).
 
-    Statistic: P = max over interior widths w of min(max_{l<w} d(w, l), max_{r>w} d(w, r)) with
-    d(w, v) = err(w) - err(v). Every difference gets a pooled-variance t interval, Bonferroni over
-    the M = sum_w max(#narrower, #wider) comparisons that can make a false peak; P's bounds are the
-    same max-min of the bounds. ``noise``: the label-noise fraction (default: the largest).
+    Candidate peaks are declared from the *train* accuracy, not the test error: the interpolation
+    width (first width whose mean train accuracy on the noisy labels >= ``fit``) and its grid
+    neighbours (every interior width if no width fits). Statistic: P = max over candidates w of
+    min(max_{l<w} d(w, l), max_{r>w} d(w, r)), d(w, v) = err(w) - err(v). Every difference gets a
+    pooled-variance t interval, Bonferroni over the M = sum_w max(#narrower, #wider) comparisons
+    that can make a false peak; P's bounds are the same max-min of the bounds.
+    ``noise``: the label-noise fraction (default: the largest in the table).
     """
-    df, diverged = usable(table, [width, "test_error", TYPE, FRACTION])
+    df, diverged = usable(table, [width, "test_error", "train_acc", TYPE, FRACTION])
     noisy = df[(df[TYPE] == "labels") & (df[FRACTION] > 0)]
     if noise is None and len(noisy):
         noise = float(noisy[FRACTION].max())
     rows = noisy[noisy[FRACTION] == noise]
     levels = levels_of(rows, width, "test_error")
     counts = Counts(len(rows), missing, diverged)
-    numbers = {"noise": noise, "widths": list(levels),
+    numbers = {"noise": noise, "fit_bar": fit, "widths": list(levels),
                "mean_test_error": [v.mean() for v in levels.values()]}  # fmt: skip
     if len(levels) < 3 or too_few_seeds(levels):
         why = "need >= 3 widths with label noise and >= 2 seeds each."
         return inconclusive("e2", counts, why, numbers)
-    samples = list(levels.values())
-    k = len(samples)
-    n_tests = sum(max(i, k - 1 - i) for i in range(1, k - 1))
-
+    samples, k = list(levels.values()), len(levels)
+    train = rows.groupby(width)["train_acc"].mean().reindex(list(levels)).to_numpy(float)
+    fitted = np.flatnonzero(train >= fit)
+    centre = int(fitted[0]) if fitted.size else None
+    candidates = [i for i in range(1, k - 1) if centre is None or abs(i - centre) <= 1]
+    if not candidates:
+        why = f"the interpolation width (train accuracy >= {fit}) is the narrowest or widest."
+        return inconclusive("e2", counts, why, numbers)
+    n_tests = sum(max(i, k - 1 - i) for i in candidates)
     diffs = {}
-    for i in range(1, k - 1):
-        for j in range(k):
+    for i in candidates:
+        for j in (j for j in range(k) if j != i):
             coefs = np.zeros(k)
             coefs[i], coefs[j] = 1.0, -1.0
-            diffs[i, j] = contrast(samples, coefs, ALPHA / n_tests, pooled=True) if i != j else None
+            diffs[i, j] = contrast(samples, coefs, ALPHA / n_tests, pooled=True)
 
     def peak(field):
         return [min(max(getattr(diffs[i, j], field) for j in range(i)),
                     max(getattr(diffs[i, j], field) for j in range(i + 1, k)))
-                for i in range(1, k - 1)]  # fmt: skip
+                for i in candidates]  # fmt: skip
 
     heights, lows, highs = peak("estimate"), peak("low"), peak("high")
     top = int(np.argmax(heights))
     iv = Interval(heights[top], max(lows), max(highs), np.nan, np.nan)
-    numbers.update(peak_width=list(levels)[1 + top], n_comparisons=n_tests)
+    widths = list(levels)
+    numbers.update(peak_width=widths[candidates[top]], n_comparisons=n_tests,
+                   candidate_widths=[widths[i] for i in candidates],
+                   interpolation_width=None if centre is None else widths[centre])  # fmt: skip
     finding = (
-        f"At label noise {noise}, test error at width {numbers['peak_width']} stands "
+        f"At label noise {noise}, test error at width {numbers['peak_width']} (candidates "
+        f"{numbers['candidate_widths']}: the interpolation width and its neighbours) stands "
         f"{interval_text(iv)} above the best narrower and wider nets (Bonferroni over "
         f"{n_tests} comparisons)."
     )

@@ -108,6 +108,7 @@ def correlation_table(
     seed: int = 0,
     n_mc: int = 200,
     ci: float = 0.95,
+    n_perm: int = 5000,
 ) -> pd.DataFrame:
     """One row per measure: tau, its bootstrap CI, the spread from measure noise, Psi and psi_i.
 
@@ -116,8 +117,9 @@ def correlation_table(
     - ``tau_measure_sd``: the standard deviation of tau over ``n_mc`` Monte-Carlo draws of each
       configuration's measure from N(mean, stderr of the mean) built from the runs' ``<m>.stderr``;
       0 for deterministic measures (stderr NaN). It says how much of tau is measurement noise.
-    - ``tau_p_greater``/``tau_p_less``: one-sided permutation p-values of tau (``n_boot``
-      permutations of the target over configurations), what the verdicts of claim (g) decide on.
+    - ``tau_p_greater``/``tau_p_less``: one-sided permutation p-values of tau (``n_perm``
+      permutations of the target over configurations), what the verdicts of claim (g) decide on;
+      ``n_perm`` must be large enough for Holm over ~30 measures (p >= 1/(n_perm + 1)).
     - ``cells_<axis>``: the cells where the axis varies. The Psi interval is NaN when an axis has
       fewer than ``MIN_PSI_CELLS`` or when Psi is undefined in any resample
       (``psi_undefined_resamples``): undefined resamples are counted, never dropped.
@@ -125,8 +127,8 @@ def correlation_table(
     """
     if not 0 < ci < 1:
         raise ValueError(f"ci={ci!r} must be in (0, 1)")
-    if n_boot < 0 or n_mc < 0:
-        raise ValueError(f"n_boot={n_boot!r} and n_mc={n_mc!r} must be >= 0")
+    if n_boot < 0 or n_mc < 0 or n_perm < 0:
+        raise ValueError(f"n_boot={n_boot!r}, n_mc={n_mc!r} and n_perm={n_perm!r} must be >= 0")
     measures = list(measures)
     if not measures:
         raise ValueError("measures=[] is empty; pass at least one 'm.<name>' column")
