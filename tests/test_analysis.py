@@ -87,7 +87,7 @@ def test_correlation_table_layout_and_truth_in_ci():
     corr = correlation_table(table, ["m.x", "m.det"], axes=["a", "b"], n_boot=400, n_mc=50)
     assert list(corr.columns) == [
         "measure", "target", "tau", "tau_ci_low", "tau_ci_high", "tau_measure_sd", "psi",
-        "psi_ci_low", "psi_ci_high", "tau_p_greater", "tau_p_less", "psi_undefined_resamples",
+        "psi_ci_low", "psi_ci_high", "tau_p_greater", "tau_p_less", "n_undefined_psi_resamples",
         "psi_a", "psi_b", "cells_a", "cells_b", "n_configs", "n_runs",
     ]  # fmt: skip
     row = corr.set_index("measure").loc["m.x"]
@@ -109,7 +109,7 @@ def test_psi_interval_needs_cells_and_counts_undefined_resamples():
     assert np.isnan(row["psi_ci_low"]) and np.isnan(row["psi_ci_high"])
     assert row["cells_a"] + row["cells_b"] <= 4
     full = correlation_table(table, ["m.x"], axes=["a", "b"], n_boot=200, n_mc=0).iloc[0]
-    assert full["cells_a"] >= 3 and full["psi_undefined_resamples"] == 0
+    assert full["cells_a"] >= 3 and full["n_undefined_psi_resamples"] == 0
     assert full["psi_ci_low"] <= full["psi"] <= full["psi_ci_high"]
 
 
@@ -372,3 +372,22 @@ def test_write_verdicts_json(tmp_path):
     assert set(data["verdicts"][0]) == {"claim_id", "claim", "verdict", "summary", "numbers"}
     assert {v["verdict"] for v in data["verdicts"]} <= set(vd.OUTCOMES)
     assert data["verdicts"][1]["numbers"]["interval"] is None
+
+
+def test_analyze_counts_missing_runs_and_writes_the_reproduction_table(tmp_path):
+    from flatness.stages.analyze import claim_verdicts
+    from flatness.stages.captions import write_reproduction_table
+
+    table = _corruption(1.0, 3).assign(grids="rl")
+    table["run_id"] = [f"r{i}" for i in range(len(table))]
+    table.loc[0, "status"] = "diverged"
+    runs = {rid: {"grids": ["rl"], "overrides": []} for rid in [*table["run_id"], "gone1", "gone2"]}
+    manifest = {"grids": {"rl": "random_labels"}, "runs": runs}
+    verdicts = claim_verdicts(table, manifest, pd.DataFrame())
+    assert [v.claim_id for v in verdicts] == ["a", "b", "c"]
+    assert all(v.numbers["n"]["missing"] == 2 for v in verdicts)
+    assert verdicts[2].numbers["n"] == {"used": 14, "missing": 2, "diverged": 1}
+    rows = pd.read_csv(write_reproduction_table(verdicts, tmp_path / "reproduction.csv"))
+    assert list(rows["claim"]) == ["a", "b", "c"] and set(rows["outcome"]) <= set(vd.OUTCOMES)
+    assert rows.loc[2, "n used/missing/diverged"] == "14/2/1"
+    assert rows.loc[2, "paper"].startswith("Zhang")

@@ -46,7 +46,7 @@ CORRELATION_COLUMNS = (
     "psi_ci_high",
     "tau_p_greater",
     "tau_p_less",
-    "psi_undefined_resamples",
+    "n_undefined_psi_resamples",
 )
 MIN_PSI_CELLS = 3  # an axis needs this many cells where it varies for a Psi interval
 
@@ -122,7 +122,7 @@ def correlation_table(
       ``n_perm`` must be large enough for Holm over ~30 measures (p >= 1/(n_perm + 1)).
     - ``cells_<axis>``: the cells where the axis varies. The Psi interval is NaN when an axis has
       fewer than ``MIN_PSI_CELLS`` or when Psi is undefined in any resample
-      (``psi_undefined_resamples``): undefined resamples are counted, never dropped.
+      (``n_undefined_psi_resamples``): undefined resamples are counted, never dropped.
     - ``n_configs``/``n_runs``: the configurations and runs with finite measure and target.
     """
     if not 0 < ci < 1:
@@ -191,7 +191,7 @@ def _bootstrap(configs, measure, target, axes, n_boot, ci, rng) -> dict[str, flo
     if axes:
         psis = _psi_weighted(sx, sy, _axis_cells(configs, axes), weights)["psi"]
         undefined = int((~np.isfinite(psis)).sum())
-        out["psi_undefined_resamples"] = undefined
+        out["n_undefined_psi_resamples"] = undefined
         cells = _cells_per_axis(configs, axes).values()
         if undefined == 0 and min(cells, default=0) >= MIN_PSI_CELLS:
             out["psi_ci_low"], out["psi_ci_high"] = np.quantile(psis, q)
