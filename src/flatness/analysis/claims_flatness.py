@@ -46,18 +46,11 @@ def flatness_predicts(
             f"correlations is missing column(s) {missing}; expected correlation_table output"
         )
     rows = correlations.reset_index(drop=True)
-    signs = [_sign(expected_sign, m) for m in rows["measure"]]
-    testable = (rows["n_configs"] >= min_configs) & np.isfinite(rows["tau_p_greater"].astype(float))
-    p_for = [
-        r["tau_p_greater"] if s > 0 else r["tau_p_less"]
-        for s, (_, r) in zip(signs, rows.iterrows(), strict=True)
-    ]
-    p_against = [
-        r["tau_p_less"] if s > 0 else r["tau_p_greater"]
-        for s, (_, r) in zip(signs, rows.iterrows(), strict=True)
-    ]
-    adj_for = holm(np.where(testable, p_for, np.nan))
-    adj_against = holm(np.where(testable, p_against, np.nan))
+    signs = np.array([_sign(expected_sign, m) for m in rows["measure"]])
+    greater, less = (rows[c].to_numpy(float) for c in ("tau_p_greater", "tau_p_less"))
+    testable = (rows["n_configs"].to_numpy() >= min_configs) & np.isfinite(greater)
+    adj_for = holm(np.where(testable, np.where(signs > 0, greater, less), np.nan))
+    adj_against = holm(np.where(testable, np.where(signs > 0, less, greater), np.nan))
     n_tests = int(testable.sum())
     out = []
     for i, r in rows.iterrows():
