@@ -87,7 +87,8 @@ def test_correlation_table_layout_and_truth_in_ci():
     corr = correlation_table(table, ["m.x", "m.det"], axes=["a", "b"], n_boot=400, n_mc=50)
     assert list(corr.columns) == [
         "measure", "target", "tau", "tau_ci_low", "tau_ci_high", "tau_measure_sd", "psi",
-        "psi_ci_low", "psi_ci_high", "psi_a", "psi_b", "n_configs", "n_runs",
+        "psi_ci_low", "psi_ci_high", "tau_p_greater", "tau_p_less", "n_undefined_psi_resamples",
+        "psi_a", "psi_b", "cells_a", "cells_b", "n_configs", "n_runs",
     ]  # fmt: skip
     row = corr.set_index("measure").loc["m.x"]
     # Population tau of (X, X + 0.5/sqrt(3) Z) is (2/pi) asin(rho).
@@ -96,6 +97,20 @@ def test_correlation_table_layout_and_truth_in_ci():
     assert row["n_configs"] == 60 and row["n_runs"] == 180
     assert row["tau_measure_sd"] > 0
     assert corr.set_index("measure").loc["m.det", "tau_measure_sd"] == 0.0
+    assert row["tau_p_greater"] < 0.01 < 0.99 < row["tau_p_less"]
+
+
+def test_psi_interval_needs_cells_and_counts_undefined_resamples():
+    """From 5 configurations Psi used to be reported as [1, 1] after dropping undefined
+    resamples; now too few cells per axis give no interval and the undefined ones are counted."""
+    table = _study(60, noise=0.5)
+    few = table[table["group_id"].isin(sorted(table["group_id"].unique())[:5])]
+    row = correlation_table(few, ["m.x"], axes=["a", "b"], n_boot=200, n_mc=0).iloc[0]
+    assert np.isnan(row["psi_ci_low"]) and np.isnan(row["psi_ci_high"])
+    assert row["cells_a"] + row["cells_b"] <= 4
+    full = correlation_table(table, ["m.x"], axes=["a", "b"], n_boot=200, n_mc=0).iloc[0]
+    assert full["cells_a"] >= 3 and full["n_undefined_psi_resamples"] == 0
+    assert full["psi_ci_low"] <= full["psi"] <= full["psi_ci_high"]
 
 
 def test_bootstrap_ci_narrows_with_more_configs_and_counts_configs_not_runs():
@@ -145,18 +160,36 @@ def _corruption(slope: float, seeds: int, train_acc: float = 1.0, seed: int = 0)
 
 @pytest.mark.parametrize("fn", [vd.random_labels_fitted, vd.time_to_fit_grows, vd.test_error_grows])
 def test_zhang_verdicts(fn):
-    kw = {"n_boot": 200}
-    assert fn(_corruption(1.0, 3), **kw).verdict == vd.REPRODUCED
-    bad = _corruption(0.0, 3, train_acc=0.6) if fn is vd.random_labels_fitted else _corruption(0, 3)
-    assert fn(bad, **kw).verdict == vd.NOT_REPRODUCED
-    assert fn(_corruption(1.0, 1), **kw).verdict == vd.INCONCLUSIVE
+    assert fn(_corruption(1.0, 3)).verdict == vd.REPRODUCED
+    bad = _corruption(0.0, 5, train_acc=0.6) if fn is vd.random_labels_fitted else _corruption(0, 5)
+    assert fn(bad).verdict == vd.CONTRADICTED
+    assert fn(_corruption(1.0, 1)).verdict == vd.INCONCLUSIVE
+
+
+def test_trend_against_the_claim_is_contradicted_and_noise_is_inconclusive():
+    falling = _corruption(-0.3, 4)
+    assert vd.test_error_grows(falling).verdict == vd.CONTRADICTED
+    noisy = _corruption(0.0, 2)
+    noisy["test_error"] += np.random.default_rng(5).normal(0, 0.1, len(noisy))
+    assert vd.test_error_grows(noisy).verdict == vd.INCONCLUSIVE
 
 
 def test_never_fit_runs_count_as_slow():
     table = _corruption(0.0, 3)
     table.loc[table["data.corruption.fraction"] >= 0.75, "time_to_fit_epoch"] = np.nan
-    v = vd.time_to_fit_grows(table, n_boot=200)
+    v = vd.time_to_fit_grows(table)
     assert v.verdict == vd.REPRODUCED and v.numbers["n_never_fit"] == 6
+
+
+def test_every_verdict_prints_its_rule_paper_and_counts():
+    table = _corruption(1.0, 3)
+    table.loc[0, "status"] = "diverged"
+    v = vd.test_error_grows(table, missing=2)
+    assert v.numbers["n"] == {"used": 14, "missing": 2, "diverged": 1}
+    assert v.numbers["paper"] == vd.CLAIMS["c"].paper and "Zhang" in v.summary
+    assert "contradicted if" in v.summary and "2 missing, 1 diverged" in v.summary
+    low, high = v.numbers["interval"]
+    assert low < v.numbers["estimate"] < high and v.numbers["threshold"] == 0.0
 
 
 def _regularizers(effect: float, seeds: int, none_acc: float = 0.8) -> pd.DataFrame:
@@ -170,24 +203,26 @@ def _regularizers(effect: float, seeds: int, none_acc: float = 0.8) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-def test_regularizer_verdict():
-    assert vd.regularizers_not_needed(_regularizers(0.01, 3)).verdict == vd.REPRODUCED
-    assert vd.regularizers_not_needed(_regularizers(0.1, 3)).verdict == vd.NOT_REPRODUCED
-    chance_level = _regularizers(0.0, 3, none_acc=0.12)
-    assert vd.regularizers_not_needed(chance_level).verdict == vd.NOT_REPRODUCED
-    assert vd.regularizers_not_needed(_regularizers(0.01, 1)).verdict == vd.INCONCLUSIVE
+def test_regularizer_verdicts():
+    add_little, needed = vd.regularizers_add_little, vd.accuracy_without_regularizers
+    assert add_little(_regularizers(0.01, 3)).verdict == vd.REPRODUCED
+    assert add_little(_regularizers(0.1, 3)).verdict == vd.CONTRADICTED
+    assert add_little(_regularizers(0.01, 1)).verdict == vd.INCONCLUSIVE
+    assert needed(_regularizers(0.0, 3)).verdict == vd.REPRODUCED
+    assert needed(_regularizers(0.0, 3, none_acc=0.12)).verdict == vd.CONTRADICTED
+    assert needed(_regularizers(0.0, 1)).verdict == vd.INCONCLUSIVE
 
 
 WIDTHS = [4, 8, 16, 32, 64, 128]
 
 
-def _widths(test_err, train_acc, seeds, noise=0.0, loss_sd=None) -> pd.DataFrame:
+def _widths(test_err, train_acc, seeds, noise=0.0, loss_cv=None) -> pd.DataFrame:
     rng = np.random.default_rng(2)
     rows = []
     for (w, err, acc), _s in itertools.product(
         zip(WIDTHS, test_err, train_acc, strict=True), range(seeds)
     ):
-        sd = loss_sd(w) if loss_sd else 0.01
+        cv = loss_cv(w) if loss_cv else 0.01
         rows.append(
             {
                 "status": "ok",
@@ -196,7 +231,8 @@ def _widths(test_err, train_acc, seeds, noise=0.0, loss_sd=None) -> pd.DataFrame
                 "data.corruption.fraction": noise,
                 "train_acc": acc,
                 "test_error": err + 0.005 * rng.standard_normal(),
-                "train_loss": abs(0.1 + sd * rng.standard_normal()),
+                "train_loss": abs(0.1 + 0.01 * rng.standard_normal()),
+                "test_loss": 1.0 + cv * rng.standard_normal(),
             }
         )
     return pd.DataFrame(rows)
@@ -210,55 +246,85 @@ def test_width_verdicts():
     rising = [0.5, 0.4, 0.35, 0.4, 0.45, 0.5]
     peaked = [0.5, 0.45, 0.55, 0.5, 0.45, 0.42]
     assert vd.wide_nets_generalize(_widths(falling, FITS, 3)).verdict == vd.REPRODUCED
-    assert vd.wide_nets_generalize(_widths(rising, FITS, 3)).verdict == vd.NOT_REPRODUCED
+    assert vd.wide_nets_generalize(_widths(rising, FITS, 3)).verdict == vd.CONTRADICTED
     assert vd.wide_nets_generalize(_widths(falling, [0.5] * 6, 3)).verdict == vd.INCONCLUSIVE
     dd = vd.double_descent(_widths(peaked, FITS, 3, noise=0.15))
     assert dd.verdict == vd.REPRODUCED and dd.numbers["peak_width"] == 16
-    assert vd.double_descent(_widths(falling, FITS, 3, noise=0.15)).verdict == vd.NOT_REPRODUCED
+    assert vd.double_descent(_widths(falling, FITS, 3, noise=0.15)).verdict == vd.CONTRADICTED
     assert vd.double_descent(_widths(peaked, FITS, 1, noise=0.15)).verdict == vd.INCONCLUSIVE
 
 
 def test_loss_concentration_verdict():
-    shrinking = _widths(FITS, FITS, 8, loss_sd=lambda w: 0.2 / w)
-    constant = _widths(FITS, FITS, 8, loss_sd=lambda w: 0.02)
-    assert vd.losses_concentrate(shrinking, n_boot=200).verdict == vd.REPRODUCED
-    assert vd.losses_concentrate(constant, n_boot=200).verdict == vd.NOT_REPRODUCED
-    assert vd.losses_concentrate(_widths(FITS, FITS, 2), n_boot=200).verdict == vd.INCONCLUSIVE
+    shrinking = _widths(FITS, FITS, 12, loss_cv=lambda w: 0.2 / w)
+    growing = _widths(FITS, FITS, 12, loss_cv=lambda w: 0.001 * w)
+    assert vd.losses_concentrate(shrinking).verdict == vd.REPRODUCED
+    assert vd.losses_concentrate(growing).verdict == vd.CONTRADICTED
+    assert vd.losses_concentrate(_widths(FITS, FITS, 2)).verdict == vd.INCONCLUSIVE
 
 
-def test_flatness_verdicts_from_correlations():
-    corr = pd.DataFrame(
+def test_train_test_correlation_verdict():
+    rng = np.random.default_rng(4)
+    rows = []
+    for w, rho in zip(WIDTHS, [0.95, 0.9, 0.8, 0.6, 0.3, 0.0], strict=True):
+        for _s in range(30):
+            a, b = rng.standard_normal(2)
+            rows.append({"status": "ok", "model.width": w, "train_loss": 1 + 0.1 * a,
+                         "test_loss": 1 + 0.1 * (rho * a + np.sqrt(1 - rho**2) * b)})  # fmt: skip
+    table = pd.DataFrame(rows)
+    assert vd.train_test_correlation_weakens(table).verdict == vd.REPRODUCED
+    assert vd.train_test_correlation_weakens(table.iloc[::10]).verdict == vd.INCONCLUSIVE
+
+
+def _correlations(p_greater, p_less, n_configs=30):
+    k = len(p_greater)
+    return pd.DataFrame(
         {
-            "measure": ["m.a", "m.b", "m.c", "m.d"],
+            "measure": [f"m.{i}" for i in range(k)],
             "target": "gen_gap",
-            "tau": [0.4, 0.05, -0.4, 0.4],
-            "tau_ci_low": [0.2, -0.1, -0.6, 0.1],
-            "tau_ci_high": [0.6, 0.2, -0.2, 0.7],
-            "psi": [0.3, 0.0, -0.3, np.nan],
-            "n_configs": [30, 30, 30, 4],
+            "tau": np.linspace(-0.5, 0.5, k),
+            "tau_ci_low": -0.6,
+            "tau_ci_high": 0.6,
+            "tau_p_greater": p_greater,
+            "tau_p_less": p_less,
+            "psi": np.nan,
+            "n_configs": n_configs,
+            "n_runs": 3 * n_configs,
         }
     )
-    got = {v.claim_id: v.verdict for v in vd.flatness_predicts(corr, {"m.c": -1})}
+
+
+def test_flatness_verdicts_are_holm_corrected():
+    corr = _correlations([0.001, 0.3, 0.99, 0.02, 0.001], [0.99, 0.7, 0.001, 0.98, 0.99])
+    corr.loc[4, "n_configs"] = 4
+    got = {v.claim_id: v.verdict for v in vd.flatness_predicts(corr, {"m.2": -1})}
+    # m.3's p = 0.02 passes alone but not after Holm over the 4 testable measures.
     assert got == {
-        "g:m.a": vd.REPRODUCED,
-        "g:m.b": vd.NOT_REPRODUCED,
-        "g:m.c": vd.REPRODUCED,
-        "g:m.d": vd.INCONCLUSIVE,
+        "g:m.0": vd.REPRODUCED,
+        "g:m.1": vd.INCONCLUSIVE,
+        "g:m.2": vd.REPRODUCED,
+        "g:m.3": vd.INCONCLUSIVE,
+        "g:m.4": vd.INCONCLUSIVE,
     }
-    assert vd.flatness_predicts(corr.iloc[:1], -1)[0].verdict == vd.NOT_REPRODUCED
+    against = vd.flatness_predicts(corr.iloc[:3], {"m.2": +1})[2]
+    assert against.verdict == vd.CONTRADICTED and "Holm" in against.summary
+    assert against.numbers["holm_family_size"] == 3
     with pytest.raises(ValueError, match="expected_sign"):
         vd.flatness_predicts(corr, 0)
 
 
-def _batches(sharp_ratio: float, err_gap: float, seeds: int) -> pd.DataFrame:
+def _batches(sharp_ratio: float, err_gap: float, seeds: int, converged=True) -> pd.DataFrame:
     rng = np.random.default_rng(3)
     rows = []
-    for bs, _s in itertools.product([32, 1024], range(seeds)):
+    for bs, w, lr, _s in itertools.product([32, 1024], [16, 64], [0.01, 0.1], range(seeds)):
         big = bs == 1024
         rows.append(
             {
                 "status": "ok",
                 "train.batch_size": bs,
+                "model.width": w,
+                "optim.lr": lr,
+                "train.target_train_loss": 0.01,
+                "stopped_by": "target_train_loss" if converged or not big else "max_epochs",
                 "test_error": 0.3 + err_gap * big + 0.005 * rng.standard_normal(),
                 "m.sharp": (sharp_ratio if big else 1.0) * np.exp(0.05 * rng.standard_normal()),
             }
@@ -267,30 +333,61 @@ def _batches(sharp_ratio: float, err_gap: float, seeds: int) -> pd.DataFrame:
 
 
 def test_large_batch_verdict():
-    assert vd.large_batch_sharper(_batches(10, 0.05, 3), "m.sharp").verdict == vd.REPRODUCED
-    assert vd.large_batch_sharper(_batches(10, 0.0, 3), "m.sharp").verdict == vd.NOT_REPRODUCED
-    assert vd.large_batch_sharper(_batches(10, 0.05, 1), "m.sharp").verdict == vd.INCONCLUSIVE
+    good = vd.large_batch_sharper(_batches(10, 0.05, 2), "m.sharp")
+    assert good.verdict == vd.REPRODUCED and good.numbers["n_cells"] == 4
+    assert vd.large_batch_sharper(_batches(10, -0.05, 2), "m.sharp").verdict == vd.CONTRADICTED
+    unconverged = vd.large_batch_sharper(_batches(10, 0.05, 2, converged=False), "m.sharp")
+    assert unconverged.verdict == vd.INCONCLUSIVE
+    assert unconverged.numbers["n_not_converged"] == 8
     with pytest.raises(ValueError, match=r"m\.nope"):
         vd.large_batch_sharper(_batches(10, 0.05, 3), "m.nope")
 
 
+def test_dinh_and_mode_verdicts_from_stage_numbers():
+    moved = {"max_abs_logit_change": 1e-9, "function_preserved": True, "fold_range_lambda_max": 1e4}
+    still = moved | {"fold_range_lambda_max": 1.5}
+    broken = moved | {"function_preserved": False}
+    assert vd.dinh_rescaling([moved, moved]).verdict == vd.REPRODUCED
+    assert vd.dinh_rescaling([still]).verdict == vd.CONTRADICTED
+    assert vd.dinh_rescaling([broken]).verdict == vd.INCONCLUSIVE
+    assert vd.dinh_rescaling([]).verdict == vd.INCONCLUSIVE
+
+    def pairs(*curves):
+        return [{"curve_barrier": c, "linear_barrier": 2.0} for c in curves]
+
+    assert vd.mode_connectivity(pairs(0.01, 0.02, 0.015)).verdict == vd.REPRODUCED
+    # Garipov's yardstick is the endpoints' loss, not half the straight line's barrier:
+    assert vd.mode_connectivity(pairs(0.9, 0.91, 0.92)).verdict == vd.CONTRADICTED
+    one = vd.mode_connectivity(pairs(0.01) + pairs(float("nan")))
+    assert one.verdict == vd.INCONCLUSIVE and one.numbers["n"]["diverged"] == 2
+
+
 def test_write_verdicts_json(tmp_path):
-    verdicts = [vd.test_error_grows(_corruption(1.0, 3), n_boot=50)]
-    verdicts += vd.flatness_predicts(
-        pd.DataFrame(
-            {
-                "measure": ["m.a"],
-                "target": ["gen_gap"],
-                "tau": [np.nan],
-                "tau_ci_low": [np.nan],
-                "tau_ci_high": [np.nan],
-                "n_configs": [1],
-            }
-        )
-    )
+    verdicts = [vd.test_error_grows(_corruption(1.0, 3))]
+    verdicts += vd.flatness_predicts(_correlations([np.nan], [np.nan], n_configs=1))
     path = tmp_path / "verdicts.json"
     vd.write_verdicts(verdicts, path)
     data = json.loads(path.read_text())
-    assert [v["claim_id"] for v in data["verdicts"]] == ["c", "g:m.a"]
+    assert [v["claim_id"] for v in data["verdicts"]] == ["c", "g:m.0"]
     assert set(data["verdicts"][0]) == {"claim_id", "claim", "verdict", "summary", "numbers"}
-    assert data["verdicts"][1]["numbers"]["tau"] is None
+    assert {v["verdict"] for v in data["verdicts"]} <= set(vd.OUTCOMES)
+    assert data["verdicts"][1]["numbers"]["interval"] is None
+
+
+def test_analyze_counts_missing_runs_and_writes_the_reproduction_table(tmp_path):
+    from flatness.stages.analyze import claim_verdicts
+    from flatness.stages.captions import write_reproduction_table
+
+    table = _corruption(1.0, 3).assign(grids="rl")
+    table["run_id"] = [f"r{i}" for i in range(len(table))]
+    table.loc[0, "status"] = "diverged"
+    runs = {rid: {"grids": ["rl"], "overrides": []} for rid in [*table["run_id"], "gone1", "gone2"]}
+    manifest = {"grids": {"rl": "random_labels"}, "runs": runs}
+    verdicts = claim_verdicts(table, manifest, pd.DataFrame())
+    assert [v.claim_id for v in verdicts] == ["a", "b", "c"]
+    assert all(v.numbers["n"]["missing"] == 2 for v in verdicts)
+    assert verdicts[2].numbers["n"] == {"used": 14, "missing": 2, "diverged": 1}
+    rows = pd.read_csv(write_reproduction_table(verdicts, tmp_path / "reproduction.csv"))
+    assert list(rows["claim"]) == ["a", "b", "c"] and set(rows["outcome"]) <= set(vd.OUTCOMES)
+    assert rows.loc[2, "n used/missing/diverged"] == "14/2/1"
+    assert rows.loc[2, "paper"].startswith("Zhang")

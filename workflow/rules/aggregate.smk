@@ -43,6 +43,11 @@ rule analyze:
     output:
         correlations=f"{R}/correlations.csv",
         verdicts=f"{R}/verdicts.json",
+        reproduction=report(
+            f"{R}/reproduction.csv",
+            caption="../report/reproduction.rst",
+            category="0. Reproduction table",
+        ),
         captions=directory(f"{R}/captions"),
     params:
         python=PYTHON,

@@ -60,6 +60,23 @@ def landscape_pair():
     )
 
 
+def extra_mode_pairs():
+    """Disjoint seed pairs beyond landscape_pair(), from every configuration of the landscape
+    grid, up to stages.landscape.n_pairs pairs in all: mode connectivity gets an interval."""
+    n_pairs = LANDSCAPE.get("n_pairs", 3)
+    if not isinstance(n_pairs, int) or isinstance(n_pairs, bool) or n_pairs < 1:
+        raise ValueError(
+            f"study {STUDY.name}: stages.landscape.n_pairs={n_pairs!r}; allowed: an integer >= 1"
+        )
+    grid, first = LANDSCAPE.get("grid"), set(landscape_pair())
+    by_config = {}
+    for r in STUDY.runs.values():
+        if (grid is None or grid in r.grids) and r.run_id not in first:
+            by_config.setdefault(group_id(r.config), []).append(r.run_id)
+    pairs = [(ids[i], ids[i + 1]) for ids in by_config.values() for i in range(0, len(ids) - 1, 2)]
+    return pairs[: n_pairs - 1]
+
+
 def landscape_targets():
     return [f"{R}/landscape/landscape.json"] if LANDSCAPE else []
 

@@ -1,8 +1,11 @@
 rule landscape:
-    """Interpolations, filter-normalized surfaces, Bezier curve and spectral density."""
+    """Interpolations, filter-normalized surfaces, Bezier curves and spectral density."""
     input:
         a=lambda wildcards: f"{R}/runs/{landscape_pair()[0]}/measures.json",
         b=lambda wildcards: f"{R}/runs/{landscape_pair()[1]}/measures.json",
+        extra=lambda wildcards: [
+            f"{R}/runs/{rid}/metrics.json" for pair in extra_mode_pairs() for rid in pair
+        ],
     output:
         landscape=f"{R}/landscape/landscape.json",
         interpolation=landscape_figure("interpolation", "interpolation"),
@@ -14,6 +17,7 @@ rule landscape:
         python=PYTHON,
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.landscape)),
         pair=lambda wildcards: " ".join(landscape_pair()),
+        extra=lambda wildcards: " ".join(f"{a},{b}" for a, b in extra_mode_pairs()),
         bezier_steps=LANDSCAPE.get("bezier_steps", 300),
     threads: 1
     conda:
@@ -22,4 +26,5 @@ rule landscape:
         f"{R}/logs/landscape.log",
     shell:
         "OMP_NUM_THREADS={threads} {params.python} -m flatness.stages.landscape"
-        " {params.results} {params.pair} --bezier-steps {params.bezier_steps} > {log} 2>&1"
+        " {params.results} {params.pair} --bezier-steps {params.bezier_steps}"
+        " --extra-pairs {params.extra} > {log} 2>&1"

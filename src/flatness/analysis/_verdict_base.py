@@ -1,20 +1,23 @@
-"""Shared pieces of the claim verdicts: the result type, the decision vocabulary, bootstrap helpers.
+"""Shared pieces of the claim verdicts: the result type, the three outcomes, the decision rule and
+the row selections every claim uses.
 
-See ``flatness.analysis.verdicts`` for the decision rule every claim follows.
+See ``flatness.analysis.verdicts`` for the rule every claim follows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from flatness.analysis.correlation import kendall_tau
+from flatness.analysis.claims import CLAIMS, Claim
+from flatness.analysis.stats import Interval
 
-REPRODUCED, NOT_REPRODUCED, INCONCLUSIVE = "reproduced", "not reproduced", "inconclusive"
+REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
+OUTCOMES = (REPRODUCED, CONTRADICTED, INCONCLUSIVE)
 TYPE, FRACTION = "data.corruption.type", "data.corruption.fraction"
 REGULARIZERS = ("optim.weight_decay", "model.dropout", "model.batch_norm", "data.augment")
 
@@ -27,12 +30,24 @@ class Verdict:
     summary: str
     numbers: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self):
+        if self.verdict not in OUTCOMES:
+            raise ValueError(f"verdict={self.verdict!r} for {self.claim_id}; allowed: {OUTCOMES}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def make_verdict(cid: str, claim: str, verdict: str, summary: str, numbers: dict) -> Verdict:
-    return Verdict(cid, claim, verdict, summary, plain(numbers))
+@dataclass(frozen=True)
+class Counts:
+    """Runs a verdict used, runs of its grids that never wrote metrics, and runs that diverged."""
+
+    used: int
+    missing: int = 0
+    diverged: int = 0
+
+    def text(self) -> str:
+        return f"n = {self.used} runs used, {self.missing} missing, {self.diverged} diverged"
 
 
 def plain(obj):
@@ -44,103 +59,115 @@ def plain(obj):
     return obj.item() if isinstance(obj, np.generic) else obj
 
 
-def ok_rows(table: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+def decide(claim: Claim, low: float, high: float) -> str:
+    """The three outcomes from an interval and the claim's declared boundaries."""
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return INCONCLUSIVE
+    if claim.side > 0:
+        if low > claim.threshold:
+            return REPRODUCED
+        return CONTRADICTED if high < claim.contradict_at else INCONCLUSIVE
+    if high < claim.threshold:
+        return REPRODUCED
+    return CONTRADICTED if low > claim.contradict_at else INCONCLUSIVE
+
+
+def verdict(
+    cid: str,
+    counts: Counts,
+    outcome: str,
+    finding: str,
+    numbers: Mapping[str, Any] | None = None,
+    interval: Interval | None = None,
+    claim_id: str | None = None,
+) -> Verdict:
+    """A verdict that prints the declared claim, the rule, the paper's number and the counts.
+
+    ``cid`` is the verdict's id (``g:m.trace`` for one measure of claim ``g``); ``claim_id`` the
+    declared claim when it differs.
+    """
+    claim = CLAIMS[claim_id or cid]
+    nums: dict[str, Any] = {
+        "statistic": claim.statistic,
+        "estimate": interval.estimate if interval else None,
+        "interval": interval.as_list() if interval else None,
+        "threshold": claim.threshold,
+        "contradict_at": claim.contradict_at,
+        "side": claim.side,
+        "paper": claim.paper,
+        "design_power": claim.design_power,
+        "n": asdict(counts),
+        **(numbers or {}),
+    }
+    summary = (
+        f"{finding} Rule: {claim.rule()}. Paper: {claim.paper} {counts.text()}.{_power_text(claim)}"
+    )
+    return Verdict(cid, claim.statement, outcome, summary, plain(nums))
+
+
+def inconclusive(cid: str, counts: Counts, why: str, numbers=None, claim_id=None) -> Verdict:
+    return verdict(cid, counts, INCONCLUSIVE, f"Too little data: {why}", numbers, None, claim_id)
+
+
+def _power_text(claim: Claim) -> str:
+    if claim.design_power is None:
+        return ""
+    return f" Power of the claims study's design: {claim.design_power:.0%}."
+
+
+def interval_text(iv: Interval, digits: str = ".3g") -> str:
+    return f"{iv.estimate:{digits}} (95% CI {iv.low:{digits}} to {iv.high:{digits}})"
+
+
+def usable(table: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, int]:
+    """Rows with status 'ok' and the number of other (diverged) rows; names missing columns."""
     missing = [c for c in columns if c not in table.columns]
     if missing:
         raise ValueError(
             f"table is missing column(s) {missing}; available: {sorted(map(str, table.columns))}"
         )
-    return table[table["status"] == "ok"] if "status" in table.columns else table
+    if "status" not in table.columns:
+        return table, 0
+    ok = table["status"] == "ok"
+    return table[ok], int((~ok).sum())
 
 
-def corruption_rows(table: pd.DataFrame, corruption_type: str, column: str) -> pd.DataFrame:
-    """Rows of one corruption type plus the clean runs as fraction 0."""
-    df = ok_rows(table, [TYPE, FRACTION, column])
-    df = df[(df[TYPE] == corruption_type) | (df[TYPE] == "none")].copy()
+def corruption_rows(table: pd.DataFrame, corruption_type: str, column: str):
+    """Rows of one corruption type plus the clean runs as fraction 0, and the diverged count."""
+    df = (
+        table[(table[TYPE] == corruption_type) | (table[TYPE] == "none")]
+        if TYPE in table
+        else table
+    )
+    df, diverged = usable(df, [TYPE, FRACTION, column])
+    df = df.copy()
     df.loc[df[TYPE] == "none", FRACTION] = 0.0
-    return df
+    return df, diverged
 
 
-def noise_rows(table: pd.DataFrame, width: str, noise: float) -> pd.DataFrame:
-    """Runs at one label-noise fraction (0: clean runs, including type 'none')."""
-    df = ok_rows(table, [width, "test_error", "train_acc"])
-    if TYPE not in df.columns:
+def noise_rows(table: pd.DataFrame, width: str, noise: float):
+    """Runs at one label-noise fraction (0: clean runs, including type 'none'), diverged count."""
+    if TYPE not in table.columns:
         if noise:
             raise ValueError(f"noise={noise!r} needs the column {TYPE!r}, which table lacks")
-        return df
-    clean = (df[TYPE] == "none") | ((df[TYPE] == "labels") & (df.get(FRACTION, 0) == 0))
-    return df[clean] if noise == 0 else df[(df[TYPE] == "labels") & (df[FRACTION] == noise)]
+        return usable(table, [width, "test_error", "train_acc"])
+    clean = (table[TYPE] == "none") | ((table[TYPE] == "labels") & (table.get(FRACTION, 0) == 0))
+    rows = (
+        table[clean]
+        if noise == 0
+        else table[(table[TYPE] == "labels") & (table[FRACTION] == noise)]
+    )
+    return usable(rows, [width, "test_error", "train_acc"])
 
 
 def levels_of(df: pd.DataFrame, x: str, y: str) -> dict[Any, np.ndarray]:
-    """Seed values of ``y`` per level of ``x``, levels sorted."""
-    return {k: g.dropna().to_numpy(float) for k, g in sorted(df.groupby(x)[y])}
+    """Finite seed values of ``y`` per level of ``x``, levels sorted."""
+    out = {}
+    for k, g in sorted(df.groupby(x)[y]):
+        values = g.to_numpy(float)
+        out[k] = values[np.isfinite(values)]
+    return out
 
 
-def too_few_seeds(levels: Mapping[Any, np.ndarray]) -> bool:
-    return min(v.size for v in levels.values()) < 2
-
-
-def trend(cid, claim, df, x, y, sign, n_boot, seed, extra) -> Verdict:
-    """Kendall tau of the level means of ``y`` against ``x``; CI from resampling seeds per level."""
-    levels = levels_of(df, x, y)
-    xs = np.array(list(levels), dtype=float)
-    numbers = {
-        "levels": xs.tolist(),
-        "means": [v.mean() if v.size else np.nan for v in levels.values()],
-        **extra,
-    }
-    if len(levels) < 3 or too_few_seeds(levels):
-        return make_verdict(
-            cid,
-            claim,
-            INCONCLUSIVE,
-            (
-                f"Need >= 3 levels of {x} with >= 2 seeds each; have "
-                f"{[v.size for v in levels.values()]} "
-                "seeds."
-            ),
-            numbers,
-        )
-
-    def tau(samples):
-        return kendall_tau(xs, [s.mean() for s in samples])
-
-    low, high = boot_ci(list(levels.values()), tau, n_boot, seed)
-    numbers.update(
-        tau=tau(list(levels.values())),
-        tau_ci=[low, high],
-        ratio_last_first=numbers["means"][-1] / numbers["means"][0]
-        if numbers["means"][0]
-        else np.nan,
-    )
-    hit = low > 0 if sign > 0 else high < 0
-    return make_verdict(
-        cid,
-        claim,
-        REPRODUCED if hit else NOT_REPRODUCED,
-        (
-            f"Kendall tau of {y} means vs {x} is {numbers['tau']:.2f} (CI {low:.2f} to "
-            f"{high:.2f}); {y} goes from {numbers['means'][0]:.3g} to {numbers['means'][-1]:.3g}."
-        ),
-        numbers,
-    )
-
-
-def boot_ci(
-    samples: Sequence[np.ndarray],
-    stat: Callable[[list[np.ndarray]], float],
-    n_boot: int,
-    seed: int,
-    ci: float = 0.95,
-) -> tuple[float, float]:
-    """Percentile CI of ``stat`` when each sample (one per level) is resampled on its own."""
-    rng = np.random.default_rng(seed)
-    values = np.array(
-        [stat([s[rng.integers(0, s.size, s.size)] for s in samples]) for _ in range(n_boot)]
-    )
-    values = values[np.isfinite(values)]
-    if values.size == 0:
-        return (np.nan, np.nan)
-    low, high = np.quantile(values, [(1 - ci) / 2, (1 + ci) / 2])
-    return float(low), float(high)
+def too_few_seeds(levels: Mapping[Any, np.ndarray], need: int = 2) -> bool:
+    return not levels or min(v.size for v in levels.values()) < need

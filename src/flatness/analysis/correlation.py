@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from flatness.analysis.stats import permutation_tau_pvalues
 from flatness.io import atomic_write
 
 CORRELATION_COLUMNS = (
@@ -43,7 +44,11 @@ CORRELATION_COLUMNS = (
     "psi",
     "psi_ci_low",
     "psi_ci_high",
+    "tau_p_greater",
+    "tau_p_less",
+    "n_undefined_psi_resamples",
 )
+MIN_PSI_CELLS = 3  # an axis needs this many cells where it varies for a Psi interval
 
 
 def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
@@ -103,6 +108,7 @@ def correlation_table(
     seed: int = 0,
     n_mc: int = 200,
     ci: float = 0.95,
+    n_perm: int = 5000,
 ) -> pd.DataFrame:
     """One row per measure: tau, its bootstrap CI, the spread from measure noise, Psi and psi_i.
 
@@ -111,12 +117,18 @@ def correlation_table(
     - ``tau_measure_sd``: the standard deviation of tau over ``n_mc`` Monte-Carlo draws of each
       configuration's measure from N(mean, stderr of the mean) built from the runs' ``<m>.stderr``;
       0 for deterministic measures (stderr NaN). It says how much of tau is measurement noise.
+    - ``tau_p_greater``/``tau_p_less``: one-sided permutation p-values of tau (``n_perm``
+      permutations of the target over configurations), what the verdicts of claim (g) decide on;
+      ``n_perm`` must be large enough for Holm over ~30 measures (p >= 1/(n_perm + 1)).
+    - ``cells_<axis>``: the cells where the axis varies. The Psi interval is NaN when an axis has
+      fewer than ``MIN_PSI_CELLS`` or when Psi is undefined in any resample
+      (``n_undefined_psi_resamples``): undefined resamples are counted, never dropped.
     - ``n_configs``/``n_runs``: the configurations and runs with finite measure and target.
     """
     if not 0 < ci < 1:
         raise ValueError(f"ci={ci!r} must be in (0, 1)")
-    if n_boot < 0 or n_mc < 0:
-        raise ValueError(f"n_boot={n_boot!r} and n_mc={n_mc!r} must be >= 0")
+    if n_boot < 0 or n_mc < 0 or n_perm < 0:
+        raise ValueError(f"n_boot={n_boot!r}, n_mc={n_mc!r} and n_perm={n_perm!r} must be >= 0")
     measures = list(measures)
     if not measures:
         raise ValueError("measures=[] is empty; pass at least one 'm.<name>' column")
@@ -130,10 +142,15 @@ def correlation_table(
         row = {"measure": measure, "target": target, **_correlate(configs, measure, target, axes)}
         row.update(_bootstrap(configs, measure, target, axes, n_boot, ci, rng))
         row["tau_measure_sd"] = _measure_noise_sd(configs, measure, target, n_mc, rng)
+        row["tau_p_greater"], row["tau_p_less"] = _permutation(
+            configs, measure, target, n_boot, rng
+        )
+        row.update(_cells_per_axis(configs, axes))
         row["n_configs"] = len(configs)
         row["n_runs"] = int(configs["n_runs"].sum()) if len(configs) else 0
         rows.append(row)
-    columns = [*CORRELATION_COLUMNS, *(f"psi_{a}" for a in axes), "n_configs", "n_runs"]
+    columns = [*CORRELATION_COLUMNS, *(f"psi_{a}" for a in axes), *(f"cells_{a}" for a in axes),
+               "n_configs", "n_runs"]  # fmt: skip
     return pd.DataFrame(rows).reindex(columns=columns)
 
 
@@ -173,9 +190,32 @@ def _bootstrap(configs, measure, target, axes, n_boot, ci, rng) -> dict[str, flo
         out["tau_ci_low"], out["tau_ci_high"] = np.nanquantile(taus, q)
     if axes:
         psis = _psi_weighted(sx, sy, _axis_cells(configs, axes), weights)["psi"]
-        if np.isfinite(psis).any():
-            out["psi_ci_low"], out["psi_ci_high"] = np.nanquantile(psis, q)
+        undefined = int((~np.isfinite(psis)).sum())
+        out["n_undefined_psi_resamples"] = undefined
+        cells = _cells_per_axis(configs, axes).values()
+        if undefined == 0 and min(cells, default=0) >= MIN_PSI_CELLS:
+            out["psi_ci_low"], out["psi_ci_high"] = np.quantile(psis, q)
     return {k: float(v) for k, v in out.items()}
+
+
+def _permutation(configs, measure, target, n_perm, rng) -> tuple[float, float]:
+    if len(configs) < 3 or n_perm == 0:
+        return np.nan, np.nan
+    x, y = configs[measure].to_numpy(float), configs[target].to_numpy(float)
+    sx, sy = _sign_matrix(x), _sign_matrix(y)
+    observed = float(_weighted_tau_b(sx, sy, np.ones((1, x.size)))[0])
+    return permutation_tau_pvalues(sx, sy, observed, n_perm, rng)
+
+
+def _cells_per_axis(configs: pd.DataFrame, axes: Sequence[str]) -> dict[str, int]:
+    """Per axis, the number of cells (configurations equal on the other axes) where it varies."""
+    if len(configs) == 0:
+        return {f"cells_{a}": 0 for a in axes}
+    out = {}
+    for axis, (cell, value) in _axis_cells(configs, axes).items():
+        varies = [np.unique(value[cell == c]).size > 1 for c in np.unique(cell)]
+        out[f"cells_{axis}"] = int(sum(varies))
+    return out
 
 
 def _measure_noise_sd(configs, measure, target, n_mc, rng) -> float:

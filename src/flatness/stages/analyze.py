@@ -6,8 +6,10 @@ stages when the study has them) and writes:
 - ``correlations.csv``: per measure, Kendall tau with the generalization gap (bootstrap CI over
   configurations, the measures' own noise carried in) and the granulated Psi per swept axis, on the
   runs of the study's ``generalization`` grids that reached their stopping criterion;
-- ``verdicts.json``: each claim the study's families can test, with its verdict (reproduced, not
-  reproduced, inconclusive) computed from the data and the numbers behind it;
+- ``verdicts.json``: each claim the study's families can test, with its verdict (reproduced,
+  contradicted, inconclusive) computed from the data and the numbers behind it;
+- ``reproduction.csv``: the reproduction table the report opens with (claim, paper and its
+  number, our number with interval, outcome, the design's power);
 - ``captions/<figure>.rst``: each figure's report caption with the verdicts of its claims.
 
 By hand: ``python -m flatness.stages.analyze results/<study>``.
@@ -16,6 +18,7 @@ By hand: ``python -m flatness.stages.analyze results/<study>``.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -23,7 +26,7 @@ import pandas as pd
 from flatness.analysis import verdicts as v
 from flatness.analysis.correlation import correlation_table, write_correlations
 from flatness.io import read_json
-from flatness.stages.captions import write_captions
+from flatness.stages.captions import write_captions, write_reproduction_table
 from flatness.stages.figures import family_rows
 
 # The sign of tau with the gap that "flatter generalizes better" predicts: +1 for sharpness-like
@@ -75,35 +78,59 @@ def correlations(table: pd.DataFrame, manifest: dict, n_boot: int, seed: int) ->
     return pd.concat(frames, ignore_index=True)
 
 
-def claim_verdicts(table: pd.DataFrame, manifest: dict, corr: pd.DataFrame, seed: int) -> list:
+def missing_runs(table: pd.DataFrame, manifest: dict, family: str) -> int:
+    """Runs of the family's grids in the manifest that have no row in the table (no metrics)."""
+    grids = {g for g, fam in manifest["grids"].items() if fam == family}
+    wanted = {rid for rid, r in manifest["runs"].items() if grids.intersection(r["grids"])}
+    return len(wanted - set(table["run_id"])) if "run_id" in table.columns else 0
+
+
+def claim_verdicts(table: pd.DataFrame, manifest: dict, corr: pd.DataFrame) -> list:
     families = set(manifest["grids"].values())
     out: list = []
+
+    def rows_of(family):
+        return family_rows(table, manifest, family), missing_runs(table, manifest, family)
+
     if "random_labels" in families:
-        rows = family_rows(table, manifest, "random_labels")
+        rows, missing = rows_of("random_labels")
         labels = rows[rows["data.corruption.type"].isin(["labels", "none"])]
-        out += [
-            v.random_labels_fitted(labels, seed=seed),
-            v.time_to_fit_grows(labels, seed=seed),
-            v.test_error_grows(labels, seed=seed),
-        ]
+        out += [v.random_labels_fitted(labels, missing=missing),
+                v.time_to_fit_grows(labels, missing=missing),
+                v.test_error_grows(labels, missing=missing)]  # fmt: skip
     if "regularizers" in families:
-        out.append(
-            v.regularizers_not_needed(family_rows(table, manifest, "regularizers"), seed=seed)
-        )
+        rows, missing = rows_of("regularizers")
+        out += [v.accuracy_without_regularizers(rows, missing=missing),
+                v.regularizers_add_little(rows, missing=missing)]  # fmt: skip
     if "width" in families:
-        rows = family_rows(table, manifest, "width")
+        rows, missing = rows_of("width")
         clean = rows[rows[FRACTION] == 0.0] if FRACTION in rows else rows
-        out += [
-            v.wide_nets_generalize(clean, seed=seed),
-            v.double_descent(rows, seed=seed),
-            v.losses_concentrate(clean, seed=seed),
-        ]
+        out += [v.wide_nets_generalize(clean, missing=missing),
+                v.double_descent(rows, missing=missing),
+                v.losses_concentrate(clean, missing=missing),
+                v.train_test_correlation_weakens(clean, missing=missing)]  # fmt: skip
     if "generalization" in families and not corr.empty:
+        rows, missing = rows_of("generalization")
+        diverged = int((rows["status"] != "ok").sum()) if "status" in rows else 0
         claims = corr[(corr["target"] == "gen_gap") & ~corr["measure"].isin(NO_FLATNESS_CLAIM)]
-        out += v.flatness_predicts(claims, expected_sign=EXPECTED_SIGN)
-        rows = family_rows(table, manifest, "generalization")
+        for verdict in v.flatness_predicts(claims, expected_sign=EXPECTED_SIGN):
+            n = verdict.numbers["n"] | {"missing": missing, "diverged": diverged}
+            out.append(replace(verdict, numbers=verdict.numbers | {"n": n}))
         if BATCH in rows and rows[BATCH].nunique() > 1 and "m.lambda_max" in rows:
-            out.append(v.large_batch_sharper(rows, "m.lambda_max", seed=seed))
+            out.append(v.large_batch_sharper(rows, "m.lambda_max", missing=missing))
+    return out
+
+
+def stage_verdicts(results: Path) -> list:
+    """Dinh's and mode connectivity's verdicts from the numbers the reparam and landscape stages
+    wrote (they write numbers only; the decision is made in flatness.analysis)."""
+    out = []
+    reparam = results / "reparam" / "summary.json"
+    if reparam.exists():
+        out.append(v.dinh_rescaling(read_json(reparam)["dinh_models"]))
+    landscape = results / "landscape" / "landscape.json"
+    if landscape.exists():
+        out.append(v.mode_connectivity(read_json(landscape)["mode_pairs"]))
     return out
 
 
@@ -111,15 +138,10 @@ def analyze(results: Path, n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFr
     table = pd.read_csv(results / "table.csv")
     manifest = read_json(results / "manifest.json")
     corr = correlations(table, manifest, n_boot, seed)
-    verdicts = claim_verdicts(table, manifest, corr, seed)
-    for stage_summary in (
-        results / "reparam" / "summary.json",
-        results / "landscape" / "landscape.json",
-    ):
-        if stage_summary.exists():
-            verdicts += [v.Verdict(**d) for d in read_json(stage_summary)["verdicts"]]
+    verdicts = claim_verdicts(table, manifest, corr) + stage_verdicts(results)
     write_correlations(corr, results / "correlations.csv")
     v.write_verdicts(verdicts, results / "verdicts.json")
+    write_reproduction_table(verdicts, results / "reproduction.csv")
     write_captions(verdicts, results / "captions")
     return corr, verdicts
 

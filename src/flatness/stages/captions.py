@@ -11,8 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import pandas as pd
+
 from flatness.config import CONF_DIR
-from flatness.io import atomic_write_text
+from flatness.io import atomic_write, atomic_write_text
 
 TEMPLATES = CONF_DIR.parent / "workflow" / "report"
 
@@ -20,9 +22,9 @@ TEMPLATES = CONF_DIR.parent / "workflow" / "report"
 FIGURE_CLAIMS: dict[str, tuple[str, ...]] = {
     "learning_curves": ("a",),
     "corruption_sweep": ("b", "c"),
-    "regularizers": ("d",),
+    "regularizers": ("d1", "d2"),
     "width": ("e1", "e2"),
-    "loss_spread": ("f",),
+    "loss_spread": ("f1", "f2"),
     "flatness_scatter": ("g:",),
     "flatness_correlations": ("g:",),
     "batch_size": ("h",),
@@ -42,8 +44,45 @@ def verdict_lines(verdicts: Sequence, wanted: Sequence[str]) -> list[str]:
     lines = []
     for v in verdicts:
         if _matches(v.claim_id, wanted):
-            lines.append(f"- **{v.verdict.upper()}** ({v.claim_id}): {v.summary}")
+            lines.append(f"- **{v.verdict.upper()}** ({v.claim_id}){_undecided(v)}: {v.summary}")
     return lines
+
+
+def _undecided(v) -> str:
+    """Inconclusive means this study could not tell, never that the effect is absent."""
+    if v.verdict != "inconclusive":
+        return ""
+    return " -- this study is too small to decide this claim, which is neither shown nor refuted"
+
+
+def reproduction_rows(verdicts: Sequence) -> pd.DataFrame:
+    """One row per verdict: claim, paper and its number, our number with interval, outcome, n,
+    the design's power."""
+    rows = []
+    for v in verdicts:
+        nums = v.numbers
+        est, iv, n = nums.get("estimate"), nums.get("interval"), nums.get("n", {})
+        ours = "" if est is None else f"{est:.3g}"
+        if iv and None not in iv:
+            ours += f" [{iv[0]:.3g}, {iv[1]:.3g}]"
+        power = nums.get("design_power")
+        rows.append({
+            "claim": v.claim_id,
+            "statement": v.claim,
+            "paper": nums.get("paper", ""),
+            "statistic": nums.get("statistic", ""),
+            "ours (95% CI)": ours or "n/a",
+            "outcome": v.verdict,
+            "n used/missing/diverged": f"{n.get('used', '')}/{n.get('missing', '')}/{n.get('diverged', '')}",
+            "design power": "" if power is None else f"{power:.0%}",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def write_reproduction_table(verdicts: Sequence, path: Path) -> Path:
+    """The reproduction table as CSV (the report shows it first)."""
+    table = reproduction_rows(verdicts)
+    return atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
 def write_captions(verdicts: Sequence, out_dir: Path) -> list[Path]:

@@ -25,10 +25,12 @@ from flatness.plotting import landscape_figures as figs
 from flatness.plotting._common import message_figure
 from flatness.stages.common import load_run, set_threads
 
-LOW_BARRIER = 0.05  # a curve whose loss never rises this far above its end points is "low-loss"
 
-
-def landscape(results: Path, run_a: str, run_b: str, settings: dict) -> dict:
+def landscape(
+    results: Path, run_a: str, run_b: str, settings: dict, extra_pairs: tuple = ()
+) -> dict:
+    """Everything for the first pair; for each of ``extra_pairs`` (disjoint seed pairs) only the
+    straight-line and Bezier barriers, so mode connectivity gets an interval over pairs."""
     a, b = (load_run(run_dir=results / "runs" / rid) for rid in (run_a, run_b))
     size = int(a.cfg.measures.subset_size)
     data = select_subset(a.splits.x_train, a.splits.y_train, size, int(a.cfg.data.subset_seed))
@@ -62,25 +64,28 @@ def landscape(results: Path, run_a: str, run_b: str, settings: dict) -> dict:
         "surfaces_1d": {k: s.to_dict() for k, s in surfaces.items()},
         "surface_2d": surface2d.to_dict(),
         "bezier": bezier.to_dict(),
-        "verdicts": [_mode_connectivity(paths["A -> B"].barrier, bezier.curve.barrier)],
+        "mode_pairs": [_pair_barriers(run_a, run_b, paths["A -> B"], bezier)]
+        + [_pair_barriers(pa, pb, *_connect(results, pa, pb, settings)) for pa, pb in extra_pairs],
     }
     atomic_write_json(results / "landscape" / "landscape.json", out)
     return out
 
 
-def _mode_connectivity(linear: float, curve: float) -> dict:
-    """Garipov et al.: a trained curve joins the two solutions with (almost) no barrier."""
-    joined = curve <= LOW_BARRIER or curve <= 0.5 * linear
-    return {
-        "claim_id": "mode",
-        "claim": "Solutions from different seeds are joined by a simple curve of low loss "
-        "(mode connectivity, Garipov et al. 2018; Draxler et al. 2018).",
-        "verdict": "reproduced" if joined else "not reproduced",
-        "summary": f"One pair of seeds: straight-line barrier {linear:.3g}, trained Bezier curve "
-        f"barrier {curve:.3g} (reproduced when the curve's barrier is below {LOW_BARRIER} or "
-        "half the straight line's).",
-        "numbers": {"linear_barrier": linear, "curve_barrier": curve},
-    }
+def _connect(results: Path, run_a: str, run_b: str, settings: dict):
+    """The straight line and the trained Bezier curve between two solutions (A's subset)."""
+    a, b = (load_run(run_dir=results / "runs" / rid) for rid in (run_a, run_b))
+    size = int(a.cfg.measures.subset_size)
+    data = select_subset(a.splits.x_train, a.splits.y_train, size, int(a.cfg.data.subset_seed))
+    line = ls.linear_interpolation(a.model, b.model, data.x, data.y)
+    bezier = ls.bezier_curve(a.model, b.model, data.x, data.y,
+                             steps=int(settings.get("bezier_steps", 300)), seed=int(a.cfg.seed))  # fmt: skip
+    return line, bezier
+
+
+def _pair_barriers(run_a: str, run_b: str, line, bezier) -> dict:
+    """The numbers the mode-connectivity verdict (flatness.analysis) decides on."""
+    return {"run_a": run_a, "run_b": run_b, "linear_barrier": line.barrier,
+            "curve_barrier": bezier.curve.barrier}  # fmt: skip
 
 
 def _spectral_density(run_dir: Path, path: Path) -> None:
@@ -99,10 +104,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("run_b")
     parser.add_argument("--span", type=float, default=1.0, help="surface half-width")
     parser.add_argument("--bezier-steps", type=int, default=300)
+    parser.add_argument("--extra-pairs", nargs="*", default=[], metavar="RUN_A,RUN_B",
+                        help="more seed pairs whose Bezier barrier mode connectivity averages")  # fmt: skip
     args = parser.parse_args(argv)
     set_threads()
+    extra = tuple(tuple(p.split(",")) for p in args.extra_pairs)
+    if any(len(p) != 2 for p in extra):
+        parser.error(f"--extra-pairs {args.extra_pairs!r}: each must be RUN_A,RUN_B")
     out = landscape(args.results_dir, args.run_a, args.run_b,
-                    {"span": args.span, "bezier_steps": args.bezier_steps})  # fmt: skip
+                    {"span": args.span, "bezier_steps": args.bezier_steps}, extra)  # fmt: skip
     barrier = out["paths"]["A -> B"]["barrier"]
     print(f"A={args.run_a} B={args.run_b}: linear barrier {barrier:.4g}, "
           f"Bezier barrier {out['bezier']['curve']['barrier']:.4g}")  # fmt: skip

@@ -20,7 +20,6 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from flatness.analysis._verdict_base import INCONCLUSIVE, NOT_REPRODUCED, REPRODUCED
 from flatness.io import atomic_write_json, read_json
 from flatness.measures import make_context, run_suite, select_subset
 from flatness.plotting import reparam as plots
@@ -64,27 +63,19 @@ def reparam_run(overrides: list[str], alphas: list[float]) -> dict:
     return out
 
 
-def _dinh_claim(sweeps: list[dict]) -> dict:
-    """Claim "dinh": alpha-scaling leaves the function unchanged yet moves the top eigenvalue."""
-    layer = [s["sweeps"]["layer"] for s in sweeps if "layer" in s["sweeps"]]
-    if not layer:
-        verdict, summary, numbers = INCONCLUSIVE, "No rescaled model to judge.", {}
-    else:
-        preserved = all(s["function_preserved"] for s in layer)
-        verdict_rows = [v for s in layer for v in s["verdicts"] if v["measure"] == SHARPNESS]
-        folds = [v["fold_range"] for v in verdict_rows if v["fold_range"] is not None]
-        moved = bool(folds) and min(folds) > 10
-        verdict = REPRODUCED if preserved and moved else NOT_REPRODUCED
-        numbers = {"max_abs_logit_change": max(s["max_abs_logit_change"] for s in layer),
-                   "min_fold_range_lambda_max": min(folds) if folds else None,
-                   "n_models": len(layer)}  # fmt: skip
-        summary = (
-            f"Over {len(layer)} model(s), layer-wise alpha-scaling changed the logits by at most "
-            f"{numbers['max_abs_logit_change']:.2g} while lambda_max moved by a factor of at least "
-            f"{numbers['min_fold_range_lambda_max'] or float('nan'):.3g} across the alpha grid."
-        )
-    return {"claim_id": "dinh", "claim": "Rescaling ReLU layers changes sharpness but not the function "
-            "(Dinh et al. 2017).", "verdict": verdict, "summary": summary, "numbers": numbers}  # fmt: skip
+def _dinh_numbers(sweeps: list[dict]) -> list[dict]:
+    """Per model: how far layer-wise alpha-scaling moved the logits and lambda_max (the numbers
+    ``flatness.analysis.claims_topology.dinh_rescaling`` decides on)."""
+    out = []
+    for s in sweeps:
+        if "layer" not in s["sweeps"]:
+            continue
+        layer = s["sweeps"]["layer"]
+        fold = [v["fold_range"] for v in layer["verdicts"] if v["measure"] == SHARPNESS]
+        out.append({"max_abs_logit_change": layer["max_abs_logit_change"],
+                    "function_preserved": layer["function_preserved"],
+                    "fold_range_lambda_max": fold[0] if fold else None})  # fmt: skip
+    return out
 
 
 def _flip_pair(table: pd.DataFrame) -> tuple[str, str] | None:
@@ -123,7 +114,7 @@ def summary(results: Path, reparam_files: list[Path]) -> dict:
                        f"(by {SHARPNESS}): nothing to flip.", figures / "dinh_flip.png")  # fmt: skip
     else:
         plots.dinh_flip_figure(flip, figures / "dinh_flip.png", measure_name=SHARPNESS)
-    out = {"verdicts": [_dinh_claim(sweeps)], "dinh_flip": flip}
+    out = {"dinh_models": _dinh_numbers(sweeps), "dinh_flip": flip}
     atomic_write_json(results / "reparam" / "summary.json", out)
     return out
 
@@ -147,7 +138,8 @@ def main(argv: list[str] | None = None) -> None:
         out = reparam_run(args.overrides, args.alphas)
         print(f"{out['run_id']}: {', '.join(out['sweeps'])}")
     else:
-        print(summary(args.results_dir, args.reparam_files)["verdicts"][0]["summary"])
+        models = summary(args.results_dir, args.reparam_files)["dinh_models"]
+        print(f"{len(models)} rescaled model(s): {models}")
 
 
 if __name__ == "__main__":
