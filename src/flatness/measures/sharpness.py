@@ -46,7 +46,9 @@ class KeskarResult:
     f_max: float
     n_eval: int
     n_iter: int
-    converged: bool  # L-BFGS-B finished normally (reaching maxiter counts as normal here)
+    converged: bool  # L-BFGS-B's own status says converged (not: iteration limit, abnormal stop)
+    status: int = 0  # L-BFGS-B's status: 0 converged, 1 iteration or evaluation limit, 2 other
+    message: str = ""
 
 
 def keskar_sharpness(
@@ -101,7 +103,9 @@ def keskar_sharpness(
         )
     f_max = max(best[0], -float(res.fun))
     value = 100.0 * (f_max - f0) / (1.0 + f0)
-    return KeskarResult(value, f0, f_max, n_eval[0], int(res.nit), bool(np.isfinite(value)))
+    converged = res.status == 0 and bool(np.isfinite(value))
+    return KeskarResult(value, f0, f_max, n_eval[0], int(res.nit), converged, int(res.status),
+                        str(res.message))  # fmt: skip
 
 
 def random_subspace(n: int, p: int, gen: torch.Generator) -> np.ndarray:
