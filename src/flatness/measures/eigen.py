@@ -74,10 +74,18 @@ class LanczosProcess:
         self._eps = torch.finfo(op.dtype).eps
 
     def step(self) -> None:
-        if self.exhausted:
-            return
-        q = self._basis[self._n - 1]
-        w = self.op.matvec(q)
+        if not self.exhausted:
+            self.absorb(self.op.matvec(self.current))
+
+    @property
+    def current(self) -> torch.Tensor:
+        """The Lanczos vector whose product comes next."""
+        return self._basis[self._n - 1]
+
+    def absorb(self, w: torch.Tensor) -> None:
+        """Extend the basis with ``w = H q`` for ``q = current`` (computed here by ``step``, or
+        by a batched operator for many processes in lockstep, see ``group``)."""
+        q = self.current
         alpha = float(torch.dot(q, w))
         w = w - alpha * q
         if self.betas:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-from .density import slq
+from .density import SLQResult, slq
 from .eigen import EigenResult, lanczos_eigen, power_iteration
 from .objective import generator
 from .operators import HessianOperator
 from .runner import MeasureRun, Results
-from .trace import hutchinson, hutchpp
+from .trace import TraceEstimate, hutchinson, hutchpp
 
 
 def hessian_eigen(model, data, settings, seed, context) -> Results:
@@ -74,8 +74,12 @@ def hessian_trace(model, data, settings, seed, context) -> Results:
         res = hutchpp(op, n_matvec=r.s["n_matvec"], gen=gen)
     else:
         res = hutchinson(op, n_probes=r.s["n_matvec"], gen=gen)
+    return trace_results(r, res)
+
+
+def trace_results(r: MeasureRun, res: TraceEstimate) -> Results:
     return (
-        r.result("hessian_trace", res.estimate, stderr=_honest(res.stderr),
+        r.result("hessian_trace", res.estimate, stderr=_honest(res.stderr), n_hvp=res.n_matvec,
                  method=r.s["method"], n_probes=len(res.samples)),
     )  # fmt: skip
 
@@ -88,12 +92,17 @@ def spectral_density(model, data, settings, seed, context) -> Results:
         n_steps=r.s["n_steps"],
         gen=generator(seed),
     )
+    return slq_results(r, res)
+
+
+def slq_results(r: MeasureRun, res: SLQResult) -> Results:
     trace, se = res.trace()
     return (
         r.result(
             "slq_trace",
             trace,
             stderr=_honest(se),
+            n_hvp=res.n_matvec,
             nodes=[list(t) for t in res.nodes],
             weights=[list(w) for w in res.weights],
             size=res.size,
