@@ -5,13 +5,13 @@ Same command line as ``flatness.stages.train_group`` (one ``--run`` with each ru
 
     python -m flatness.stages.measure_group --run seed=0 out_dir=... --run seed=1 out_dir=...
 
-Runs with the same measure settings, subset size and device are measured together by
-``flatness.measures.group.run_group_suite``: the Hessian measures (Lanczos, Hutchinson, SLQ) run
-stacked over the runs, one batched Hessian-vector product for all of them, each run stopping on its
-own residuals; the other measures run one run at a time (that module says which and why). Each run
-gets the numbers it gets from ``flatness.stages.measure`` up to rounding, into its own
-``measures.json`` of the same format; diverged runs get status ``skipped``. ``seconds`` per run is
-its own per-run measures plus its even share of the stacked ones.
+Runs with the same measure settings, subset size, device and parameter shapes are measured
+together by ``flatness.measures.group.run_group_suite``: the Hessian measures (Lanczos,
+Hutchinson, SLQ) run stacked over the runs, one batched Hessian-vector product for all of them,
+each run stopping on its own residuals; the other measures run one run at a time (that module says
+which and why). Each run gets the numbers ``flatness.stages.measure`` gives it up to rounding, into
+its own ``measures.json`` of the same format; diverged runs get status ``skipped``. ``seconds`` per
+run is its even share of its batch's time.
 """
 
 from __future__ import annotations
@@ -26,14 +26,16 @@ from flatness.stages.train_group import parse_group
 
 
 def measure_jobs(jobs: list[MeasureJob]) -> list[dict]:
-    """Measure the jobs, those that share settings, subset size and device together."""
+    """Measure the jobs, those that share settings, subset size, device and parameter shapes
+    together (a group's runs normally do; a mixed list just makes more batches)."""
     outs: dict[int, dict] = {}
     batches: dict[str, list[int]] = {}
     for i, job in enumerate(jobs):
         if not job.ok:
             outs[i] = job.write({}, None)
             continue
-        key = json.dumps([job.settings, len(job.data), job.context.device], sort_keys=True)
+        shapes = [(n, list(p.shape)) for n, p in job.run.model.named_parameters()]
+        key = json.dumps([job.settings, len(job.data), job.context.device, shapes], sort_keys=True)
         batches.setdefault(key, []).append(i)
     for members in batches.values():
         batch = [jobs[i] for i in members]
