@@ -174,7 +174,7 @@ def lanczos_eigen(
 class RitzTracker:
     """Which wanted Ritz values of one Lanczos run have converged, and after how many products.
 
-    Kept apart from the loop so that a batch of Lanczos runs in lockstep (``batched``) applies the
+    Kept apart from the loop so that a batch of Lanczos runs in lockstep (``group``) applies the
     very same stopping rule to each run as a lone run does.
     """
 
