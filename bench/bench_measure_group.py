@@ -11,6 +11,7 @@ between a run's grouped and lone values (the stacked kernels round differently) 
 count and flag agrees.
 
 Usage: python bench/bench_measure_group.py [--threads 1] [--runs 16] [--width 100] [--steps 500]
+       [--hessian-only]
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ def main():
     parser.add_argument("--runs", type=int, default=16)
     parser.add_argument("--width", type=int, default=100)
     parser.add_argument("--steps", type=int, default=500, help="SGD steps of brief training")
+    parser.add_argument("--hessian-only", action="store_true", help="skip the whole-suite timing")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/measures/default.yaml"))
@@ -69,7 +71,8 @@ def main():
     seeds = list(range(args.runs))
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.runs} MLPs of width"
           f" {args.width}, default measure settings")  # fmt: skip
-    for label, block in (("Hessian measures", only(settings, STACKED)), ("whole suite", settings)):
+    cases = [("Hessian measures", only(settings, STACKED)), ("whole suite", settings)]
+    for label, block in cases[: 1 if args.hessian_only else 2]:
         t0 = time.perf_counter()
         alone = [run_suite(m, d, block, s, MeasureContext(init_model=i))
                  for m, d, s, i in zip(models, data, seeds, inits, strict=True)]  # fmt: skip

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.linalg
 import torch
-from threadpoolctl import threadpool_limits
 
+from .blas import one_blas_thread
 from .objective import gaussian
 from .operators import Operator
 
@@ -118,7 +118,7 @@ class LanczosProcess:
         """Ritz values (ascending) and their residual bounds ``|beta_k s_i[k-1]|``."""
         a = np.asarray(self.alphas)
         b = np.asarray(self.betas[: self.k - 1])
-        with threadpool_limits(1):
+        with one_blas_thread():
             if self.k == 1:
                 return a.copy(), np.array([abs(self.betas[0])])
             theta, s = scipy.linalg.eigh_tridiagonal(a, b)
@@ -128,7 +128,7 @@ class LanczosProcess:
         """Nodes and Gauss-quadrature weights (squared first components) of ``T_k``."""
         a = np.asarray(self.alphas)
         b = np.asarray(self.betas[: self.k - 1])
-        with threadpool_limits(1):
+        with one_blas_thread():
             if self.k == 1:
                 return a.copy(), np.ones(1)
             theta, s = scipy.linalg.eigh_tridiagonal(a, b)

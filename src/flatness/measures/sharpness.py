@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize
 import torch
-from threadpoolctl import threadpool_limits
 
+from .blas import one_blas_thread
 from .objective import gaussian, uniform_pm1
 
 LossGrad = Callable[[torch.Tensor], tuple[float, torch.Tensor]]
@@ -76,7 +76,7 @@ def keskar_sharpness(
         def pull(g):
             return g
     else:
-        with threadpool_limits(1):
+        with one_blas_thread():
             coords = np.linalg.lstsq(A, x, rcond=None)[0]  # A^+ x
         radius = eps * (np.abs(coords) + 1.0)
 
@@ -92,7 +92,7 @@ def keskar_sharpness(
         best[0] = max(best[0], f)
         return -f, -pull(g)
 
-    with threadpool_limits(1):
+    with one_blas_thread():
         res = scipy.optimize.minimize(
             negative,
             np.zeros_like(radius),
