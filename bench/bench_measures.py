@@ -82,7 +82,7 @@ def bench_clustered(n_starts: int, size: int = 15_000, gap: float = 0.012):
     n_lz, n_pw = [], []
     for seed in range(1, n_starts + 1):
         hist = lanczos_eigen(
-            op, max_steps=300, tol=1e-12, gen=generator(seed), want_min=False
+            op, max_steps=300, tol=1e-12, gen=generator(seed), min_budget=0
         ).ritz_history
         n_lz.append(first_within(hist, 1.0) or 300)
         pw = power_iteration(op, max_iter=2000, tol=1e-14, gen=generator(seed))
@@ -102,13 +102,13 @@ def bench_model(width, x, y, steps, settings, n_starts):
     data = select_subset(x, y, int(settings["subset_size"]), seed=0)
     obj = Objective(model, data)
     ref = lanczos_eigen(
-        HessianOperator(obj), max_steps=150, tol=1e-10, gen=generator(99), want_min=False
+        HessianOperator(obj), max_steps=150, tol=1e-10, gen=generator(99), min_budget=0
     ).eigenvalues[0]
     # products to reach REL, averaged over start vectors; then timed runs of that many products
     n_lz, n_pw, tight_lz, tight_pw = [], [], [], []
     for seed in range(1, n_starts + 1):
         hist = lanczos_eigen(
-            HessianOperator(obj), max_steps=150, tol=1e-12, gen=generator(seed), want_min=False
+            HessianOperator(obj), max_steps=150, tol=1e-12, gen=generator(seed), min_budget=0
         ).ritz_history
         n_lz.append(first_within(hist, ref))
         tight_lz.append(first_within(hist, ref, TIGHT) or 150)

@@ -55,6 +55,25 @@ def test_keskar_full_space_and_subspace_match_the_box_corner():
     sub = keskar_sharpness(loss_grad, x, eps=eps, A=P, maxiter=10)
     gain = sum(0.5 * D[i].item() * ((abs(x[i]) + r[i]) ** 2 - x[i] ** 2) for i in (1, 3))
     assert sub.value == pytest.approx(100 * gain / (1 + f0), rel=1e-8)
+    assert res.converged and res.status == 0  # the corner is a KKT point: L-BFGS-B says converged
+
+
+def test_keskar_flag_comes_from_the_optimizer_status():
+    """An interior maximum (a concave bump centred inside the box) takes L-BFGS-B several
+    iterations: cut at one iteration the value is finite but the flag must say not converged."""
+    A = np.diag(D.numpy()) @ np.diag(D.numpy())  # condition number 1600
+    x = np.zeros(6)
+    centre = 0.05 * np.array([1.0, -1.0, 0.5, -0.5, 0.8, 0.3])  # inside the box eps (|x| + 1)
+
+    def loss_grad(w):
+        d = w - centre
+        return float(1.0 - 0.5 * d @ A @ d), -(A @ d)
+
+    capped = keskar_sharpness(loss_grad, x, eps=0.1, maxiter=1)
+    assert math.isfinite(capped.value) and not capped.converged and capped.status == 1
+    full = keskar_sharpness(loss_grad, x, eps=0.1, maxiter=200)
+    assert full.converged and full.status == 0
+    assert full.f_max == pytest.approx(1.0, abs=1e-10)
 
 
 def test_keskar_rejects_bad_settings():

@@ -13,7 +13,8 @@ Smoothing follows PyHessian's ``density_plot.py``: Gaussian kernels of variance
 cuts off half a kernel at the ends once sigma > 0.01), normalized to unit mass. Since each probe's weights sum
 to one, the raw kernel mass on a wide enough grid is already ~1; the unnormalized mass is returned
 as a check. The trace also follows: ``tr(H) ~ P * mean_l sum_j w_j theta_j`` (a cross-check of
-Hutchinson, with the same variance since ``sum_j w_j theta_j = v^T H v``).
+Hutchinson, with the same variance since ``sum_j w_j theta_j = v^T H v``); like Hutchinson it
+reports a standard error only from ``trace.MIN_PROBES`` probes on, none from the default 2.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import torch
 from .eigen import LanczosProcess
 from .objective import rademacher
 from .operators import Operator
+from .trace import mean_stderr
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,13 @@ class SLQResult:
     n_matvec: int
 
     def moment(self, order: int) -> tuple[float, float]:
-        """Estimate of ``tr(H^order) / P`` and its standard error over probes."""
+        """Estimate of ``tr(H^order) / P`` and its standard error over probes (infinite below
+        ``trace.MIN_PROBES`` probes: too few for an honest error)."""
         per_probe = [
             float(np.dot(w, np.asarray(t) ** order))
             for t, w in zip(self.nodes, self.weights, strict=True)
         ]
-        m = len(per_probe)
-        mean = float(np.mean(per_probe))
-        se = float(np.std(per_probe, ddof=1) / math.sqrt(m)) if m > 1 else math.inf
-        return mean, se
+        return mean_stderr(per_probe)
 
     def trace(self) -> tuple[float, float]:
         mean, se = self.moment(1)

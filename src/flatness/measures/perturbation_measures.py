@@ -33,7 +33,8 @@ def keskar(model, data, settings, seed, context) -> Results:
         )
         extra = {} if dim is None else {"dim": dim}
         out.append(r.result(name, res.value, converged=res.converged, f0=res.f0, f_max=res.f_max,
-                            n_iter=res.n_iter, eps=r.s["eps"], **extra))  # fmt: skip
+                            n_iter=res.n_iter, eps=r.s["eps"], status=res.status,
+                            message=res.message, **extra))  # fmt: skip
     return tuple(out)
 
 

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.optimize
 import torch
-from threadpoolctl import threadpool_limits
 
+from .blas import one_blas_thread
 from .objective import gaussian, uniform_pm1
 
 LossGrad = Callable[[torch.Tensor], tuple[float, torch.Tensor]]
@@ -46,7 +46,9 @@ class KeskarResult:
     f_max: float
     n_eval: int
     n_iter: int
-    converged: bool  # L-BFGS-B finished normally (reaching maxiter counts as normal here)
+    converged: bool  # L-BFGS-B's own status says converged (not: iteration limit, abnormal stop)
+    status: int = 0  # L-BFGS-B's status: 0 converged, 1 iteration or evaluation limit, 2 other
+    message: str = ""
 
 
 def keskar_sharpness(
@@ -74,7 +76,7 @@ def keskar_sharpness(
         def pull(g):
             return g
     else:
-        with threadpool_limits(1):
+        with one_blas_thread():
             coords = np.linalg.lstsq(A, x, rcond=None)[0]  # A^+ x
         radius = eps * (np.abs(coords) + 1.0)
 
@@ -90,7 +92,7 @@ def keskar_sharpness(
         best[0] = max(best[0], f)
         return -f, -pull(g)
 
-    with threadpool_limits(1):
+    with one_blas_thread():
         res = scipy.optimize.minimize(
             negative,
             np.zeros_like(radius),
@@ -101,7 +103,9 @@ def keskar_sharpness(
         )
     f_max = max(best[0], -float(res.fun))
     value = 100.0 * (f_max - f0) / (1.0 + f0)
-    return KeskarResult(value, f0, f_max, n_eval[0], int(res.nit), bool(np.isfinite(value)))
+    converged = res.status == 0 and bool(np.isfinite(value))
+    return KeskarResult(value, f0, f_max, n_eval[0], int(res.nit), converged, int(res.status),
+                        str(res.message))  # fmt: skip
 
 
 def random_subspace(n: int, p: int, gen: torch.Generator) -> np.ndarray:

@@ -21,34 +21,56 @@ from omegaconf import OmegaConf
 
 from flatness.io import atomic_write_json
 from flatness.measures import make_context, results_to_json, run_suite, select_subset
-from flatness.stages.common import device_of, load_run, set_threads
+from flatness.stages.common import TrainedRun, device_of, load_run, set_threads
 from flatness.tracking import tracked
 
 
 def measure_run(overrides=(), run_dir: Path | None = None) -> dict:
     run = load_run(overrides, run_dir)
-    settings = OmegaConf.to_container(run.cfg.measures, resolve=True)
-    out = {
-        "run_id": run.metrics["run_id"],
-        "status": "skipped" if run.metrics["status"] != "ok" else "ok",
-        "settings": settings,
-        "measures": {},
-    }
-    if out["status"] == "ok":
-        device = device_of(run.cfg)
-        x, y = run.splits.x_train, run.splits.y_train
-        data = select_subset(x, y, int(settings["subset_size"]), int(run.cfg.data.subset_seed))
-        context = make_context(settings, init_model=run.init_model, device=device)
+    job = MeasureJob(run)
+    if job.ok:
         started = time.perf_counter()
-        results = run_suite(run.model, data, settings, int(run.cfg.seed), context)
-        out["seconds"] = time.perf_counter() - started
-        out["subset"] = {"size": len(data), "indices": data.indices.tolist()}
-        out["measures"] = results_to_json(results)
-    with tracked(run.cfg.tracking, job_type="measure", name=out["run_id"],
-                 group=run.metrics["group_id"], config={}, run_dir=run.run_dir) as wb:  # fmt: skip
-        wb.summary.update({k: v["value"] for k, v in out["measures"].items()})
-    atomic_write_json(run.run_dir / "measures.json", out)
-    return out
+        results = run_suite(run.model, job.data, job.settings, int(run.cfg.seed), job.context)
+        return job.write(results, time.perf_counter() - started)
+    return job.write({}, None)
+
+
+class MeasureJob:
+    """One run's measure job: its settings, subset and context, and writing ``measures.json``.
+
+    Shared by this stage and ``measure_group`` (which computes the results of many jobs at once),
+    so a run's ``measures.json`` has one format whichever stage wrote it.
+    """
+
+    def __init__(self, run: TrainedRun):
+        self.run = run
+        self.settings = OmegaConf.to_container(run.cfg.measures, resolve=True)
+        self.ok = run.metrics["status"] == "ok"
+        if self.ok:
+            x, y = run.splits.x_train, run.splits.y_train
+            seed = int(run.cfg.data.subset_seed)
+            self.data = select_subset(x, y, int(self.settings["subset_size"]), seed)
+            self.context = make_context(
+                self.settings, init_model=run.init_model, device=device_of(run.cfg)
+            )
+
+    def write(self, results: dict, seconds: float | None) -> dict:
+        run = self.run
+        out = {
+            "run_id": run.metrics["run_id"],
+            "status": "ok" if self.ok else "skipped",
+            "settings": self.settings,
+            "measures": {},
+        }
+        if self.ok:
+            out["seconds"] = seconds
+            out["subset"] = {"size": len(self.data), "indices": self.data.indices.tolist()}
+            out["measures"] = results_to_json(results)
+        with tracked(run.cfg.tracking, job_type="measure", name=out["run_id"],
+                     group=run.metrics["group_id"], config={}, run_dir=run.run_dir) as wb:  # fmt: skip
+            wb.summary.update({k: v["value"] for k, v in out["measures"].items()})
+        atomic_write_json(run.run_dir / "measures.json", out)
+        return out
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -5,26 +5,61 @@ Same command line as ``flatness.stages.train_group`` (one ``--run`` with each ru
 
     python -m flatness.stages.measure_group --run seed=0 out_dir=... --run seed=1 out_dir=...
 
-Each run is measured by ``flatness.stages.measure.measure_run``, exactly as the per-run stage does,
-into its own ``measures.json``; what a group saves is the start-up (importing torch, wandb and the
-measures, generating the data set), paid once instead of once per run. The measures themselves are
-not vectorized across runs: they are sequential algorithms (Lanczos, L-BFGS-B, bisections) whose
-iteration counts differ per model.
+Runs with the same measure settings, subset size, device and parameter shapes are measured
+together by ``flatness.measures.group.run_group_suite``: the Hessian measures (Lanczos,
+Hutchinson, SLQ) run stacked over the runs, one batched Hessian-vector product for all of them,
+each run stopping on its own residuals; the other measures run one run at a time (that module says
+which and why). Each run gets the numbers ``flatness.stages.measure`` gives it up to rounding, into
+its own ``measures.json`` of the same format; diverged runs get status ``skipped``. ``seconds`` per
+run is its even share of its batch's time.
 """
 
 from __future__ import annotations
 
-from flatness.stages.common import set_threads
-from flatness.stages.measure import measure_run
+import json
+import time
+
+from flatness.measures.group import run_group_suite
+from flatness.stages.common import load_run, set_threads
+from flatness.stages.measure import MeasureJob
 from flatness.stages.train_group import parse_group
+
+
+def measure_jobs(jobs: list[MeasureJob]) -> list[dict]:
+    """Measure the jobs, those that share settings, subset size, device and parameter shapes
+    together (a group's runs normally do; a mixed list just makes more batches)."""
+    outs: dict[int, dict] = {}
+    batches: dict[str, list[int]] = {}
+    for i, job in enumerate(jobs):
+        if not job.ok:
+            outs[i] = job.write({}, None)
+            continue
+        shapes = [(n, list(p.shape)) for n, p in job.run.model.named_parameters()]
+        key = json.dumps([job.settings, len(job.data), job.context.device, shapes], sort_keys=True)
+        batches.setdefault(key, []).append(i)
+    for members in batches.values():
+        batch = [jobs[i] for i in members]
+        started = time.perf_counter()
+        results = run_group_suite(
+            [j.run.model for j in batch],
+            [j.data for j in batch],
+            batch[0].settings,
+            [int(j.run.cfg.seed) for j in batch],
+            batch[0].context,
+            init_models=[j.run.init_model for j in batch],
+        )
+        share = (time.perf_counter() - started) / len(batch)
+        for i, job, res in zip(members, batch, results, strict=True):
+            outs[i] = job.write(res, share)
+    return [outs[i] for i in range(len(jobs))]
 
 
 def main(argv: list[str] | None = None) -> None:
     overrides, run_dirs = parse_group(argv, __doc__.splitlines()[0])
     set_threads()
-    for args in [(o, None) for o in overrides] + [((), d) for d in run_dirs]:
-        out = measure_run(*args)
-        print(f"{out['run_id']}: {out['status']} in {out.get('seconds', 0):.1f} s")
+    runs = [load_run(o) for o in overrides] + [load_run(run_dir=d) for d in run_dirs]
+    for out in measure_jobs([MeasureJob(run) for run in runs]):
+        print(f"{out['run_id']}: {out['status']} in {out.get('seconds') or 0:.1f} s")
 
 
 if __name__ == "__main__":

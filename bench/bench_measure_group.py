@@ -1,0 +1,91 @@
+"""Benchmark: the measure stage for a group of MNIST-1D MLPs, stacked against one by one.
+
+16 MLPs 40-w-w-10 (default width 100, 15k parameters), trained briefly from different seeds, default
+measure settings (conf/measures/default.yaml), in one process, side by side:
+
+- one by one: ``run_suite`` per run (what ``measure_group`` did before);
+- grouped: ``run_group_suite`` (the Hessian measures stacked over the runs, the rest per run);
+
+each for the whole suite and for the Hessian measures alone, plus the largest relative difference
+between a run's grouped and lone values (the stacked kernels round differently) and whether every
+count and flag agrees.
+
+Usage: python bench/bench_measure_group.py [--threads 1] [--runs 16] [--width 100] [--steps 500]
+       [--hessian-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_measures import mnist1d, train
+
+from flatness.measures import MeasureContext, run_suite, select_subset
+from flatness.measures.group import STACKED, run_group_suite
+from flatness.models import build_mlp
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def only(settings: dict, names) -> dict:
+    """The settings with every measure but ``names`` disabled."""
+    blocks = {k: v for k, v in settings.items() if isinstance(v, dict)}
+    return settings | {k: v | {"enabled": k in names and v.get("enabled", True)}
+                       for k, v in blocks.items()}  # fmt: skip
+
+
+def compare(grouped, alone) -> tuple[float, bool]:
+    worst, same = 0.0, True
+    for g_run, a_run in zip(grouped, alone, strict=True):
+        for name, a in a_run.items():
+            g = g_run[name]
+            same &= (g.n_hvp, g.n_grad, g.n_loss, g.converged) == (
+                a.n_hvp, a.n_grad, a.n_loss, a.converged)  # fmt: skip
+            if math.isfinite(a.value) and a.value != 0:
+                worst = max(worst, abs(g.value - a.value) / abs(a.value))
+    return worst, same
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=16)
+    parser.add_argument("--width", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=500, help="SGD steps of brief training")
+    parser.add_argument("--hessian-only", action="store_true", help="skip the whole-suite timing")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/measures/default.yaml"))
+    x, y = mnist1d()
+    models = [train(args.width, x, y, args.steps, seed=r) for r in range(args.runs)]
+    inits = [build_mlp((40,), 10, depth=2, width=args.width) for _ in models]
+    data = [select_subset(x, y, int(settings["subset_size"]), seed=0)] * args.runs
+    seeds = list(range(args.runs))
+    print(f"torch {torch.__version__}, {args.threads} thread(s), {args.runs} MLPs of width"
+          f" {args.width}, default measure settings")  # fmt: skip
+    cases = [("Hessian measures", only(settings, STACKED)), ("whole suite", settings)]
+    for label, block in cases[: 1 if args.hessian_only else 2]:
+        t0 = time.perf_counter()
+        alone = [run_suite(m, d, block, s, MeasureContext(init_model=i))
+                 for m, d, s, i in zip(models, data, seeds, inits, strict=True)]  # fmt: skip
+        t1 = time.perf_counter()
+        grouped = run_group_suite(models, data, block, seeds, MeasureContext(), init_models=inits)
+        t2 = time.perf_counter()
+        worst, same = compare(grouped, alone)
+        print(
+            f"{label:17s} one by one {t1 - t0:7.2f} s, grouped {t2 - t1:7.2f} s,"
+            f" ratio {(t1 - t0) / (t2 - t1):4.2f}x; worst relative difference {worst:.1e},"
+            f" counts and flags agree: {same}"
+        )
+
+
+if __name__ == "__main__":
+    main()
