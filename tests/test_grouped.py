@@ -283,6 +283,8 @@ def test_mixed_group_is_refused_with_the_reason(compose, tmp_path):
             compose(*BASE, "model.width=7", f"out_dir={tmp_path / 'b'}")]  # fmt: skip
     with pytest.raises(ConfigError, match="cannot join the group"):
         run_group(cfgs)
+    with pytest.raises(ConfigError, match="engine='vmap' is not allowed; allowed: one of auto"):
+        run_group(cfgs[:1], engine="vmap")
     assert not (tmp_path / "a").exists()
 
 

@@ -107,7 +107,7 @@ def run_group(cfgs: list[DictConfig], engine: str = "auto", progress: bool = Fal
         check_batch_size(cfg, len(dataset.y_train))
     paths = [Path(cfg.out_dir) / "checkpoint.pt" for cfg in cfgs]
     saved = [checkpoint.load(p, run_id(c), c.resume) for p, c in zip(paths, cfgs, strict=True)]
-    splits = [start_run(cfg, dataset, device) for cfg in cfgs]  # the first writes
+    splits = [start_run(cfg, dataset, device) for cfg in cfgs]  # the first files written
     models = [build_run_model(c, dataset.input_shape, dataset.n_classes).to(device) for c in cfgs]
     with contextlib.ExitStack() as stack:
         trackers = [stack.enter_context(_tracker(c)) for c in cfgs]
@@ -129,9 +129,7 @@ def check_group(cfgs: list[DictConfig], engine: str) -> None:
     """A group's configs and engine, checked before any file is written."""
     if not cfgs:
         raise ConfigError("a group needs at least one run; allowed: one or more run configs")
-    if engine not in ENGINE_CHOICES:
-        raise ConfigError(f"engine={engine!r} is not allowed; allowed: one of "
-                          f"{', '.join(ENGINE_CHOICES)}")  # fmt: skip
+    _check_engine(engine)
     for cfg in cfgs:
         validate(cfg)
         if group_key(cfg) != group_key(cfgs[0]):
@@ -150,6 +148,7 @@ def train(cfgs, models, splits, engine: str = "auto", checkpoints=None, logs=Non
     ``checkpoints[r]`` is run ``r``'s checkpoint path (None: no checkpoints), ``logs[r]`` gets its
     history rows, ``saved[r]`` is its checkpoint if already loaded. The caller's models and RNG
     state are not modified."""
+    _check_engine(engine)
     n = len(cfgs)
     per_run = zip(cfgs, splits, checkpoints or [None] * n, logs or [None] * n,
                   saved or [None] * n, strict=True)  # fmt: skip
@@ -158,11 +157,15 @@ def train(cfgs, models, splits, engine: str = "auto", checkpoints=None, logs=Non
         RunRecord(c, math.ceil(len(s.y_train) / int(c.train.batch_size)), path, log, ckpt, bar)
         for c, s, path, log, ckpt in per_run
     ]
-    if engine not in ENGINE_CHOICES:
-        raise ValueError(f"engine={engine!r} is not allowed; allowed: one of {ENGINE_CHOICES}")
     if engine == "auto":
         engine = "reference" if n == 1 else "stacked"
     return ENGINES[engine](records, models, splits)
+
+
+def _check_engine(engine: str) -> None:
+    if engine not in ENGINE_CHOICES:
+        raise ConfigError(f"engine={engine!r} is not allowed; allowed: one of "
+                          f"{', '.join(ENGINE_CHOICES)}")  # fmt: skip
 
 
 def start_run(cfg: DictConfig, dataset: Dataset, device: torch.device) -> Splits:
