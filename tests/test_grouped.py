@@ -2,14 +2,17 @@
 the same run trained alone by the reference engine (``reference_step``), family by family.
 
 Tolerance: the stacked loop runs the same float32 arithmetic, but each run's matmul becomes one
-batched matmul whose kernel accumulates in a different order, so the two paths agree to
+batched matmul whose kernel accumulates in a different order, so the two engines agree to
 rounding (~1e-7 relative per step), not to the bit. Over the 16-40 steps of these runs the largest
 relative loss difference seen was 3e-7 and no accuracy differed; we allow ``LOSS_TOL`` = 1e-5
 (relative; 30x that) and at most one example's flip in an accuracy. Longer runs drift further
 apart (training amplifies rounding), and Adam with batch norm amplifies it most: the gradient of a
-bias right before a batch norm is zero up to rounding, and Adam rescales that noise to full steps. Everything discrete (status, stopping reason, epochs, steps, time to fit, history length,
-file layout, corruption draws, initial weights) must be identical. Dropout masks are bit-identical
-by construction (``flatness.training.stacked_forward.dropout_mask``), so dropout runs meet the same tolerance.
+bias right before a batch norm is zero up to rounding, and Adam rescales that noise to full steps.
+Everything discrete (status, stopping reason, epochs, steps, time to fit, history length, file
+layout, corruption draws, initial weights) must be identical. Dropout masks are bit-identical by
+construction (``flatness.training.stacked_forward.dropout_mask``), so dropout runs meet the same
+tolerance. Diverged runs compare what is defined (status, step, reason, the rows before it), not
+the weights a blow-up left behind.
 """
 
 from __future__ import annotations
