@@ -1,12 +1,13 @@
-"""Benchmark: grouped (vectorized) training against one run at a time, and a study end to end.
+"""Benchmark: the stacked step engine against the reference one (one run at a time), and a study.
 
     python bench/bench_grouped.py                          # training throughput, ~2 minutes
     python bench/bench_grouped.py --study smoke            # + the smoke study, both ways (~5 min)
     python bench/bench_grouped.py --study default          # + the default study (~30+ minutes)
 
 Training: ``--runs`` (16) MNIST-1D MLPs (40-w-w-10, SGD, batch 100, full evaluation every epoch as
-real runs do) trained by ``flatness.grouped.train_group`` in one loop, against the same runs
-trained one after another by ``flatness.training.train``, in one process, at each ``--widths``.
+real runs do) trained by ``flatness.training.driver.train`` with the stacked engine in one loop,
+against the same runs trained one after another by the reference engine, in one process, at each
+``--widths``.
 
 Study: ``snakemake --cores 2`` in two fresh temp folders, ``group_size=1`` (one process per run and
 stage) and ``group_size=N``; wall clock of each, then the two results compared: every verdict,
@@ -29,9 +30,7 @@ import torch
 
 from flatness.config import compose_run
 from flatness.data import load_dataset
-from flatness.grouped import train_group
-from flatness.train import build_run_model, prepare_splits
-from flatness.training import train
+from flatness.training.driver import build_run_model, prepare_splits, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,12 +42,10 @@ def bench_training(width: int, n_runs: int, epochs: int) -> dict:
     splits = [prepare_splits(c, dataset)[0] for c in cfgs]
     models = [build_run_model(c, dataset.input_shape, dataset.n_classes) for c in cfgs]
     started = time.perf_counter()
-    grouped = train_group(cfgs, models, splits)
+    grouped = train(cfgs, models, splits, "stacked")
     t_group = time.perf_counter() - started
     started = time.perf_counter()
-    for cfg, split in zip(cfgs, splits, strict=True):
-        with torch.random.fork_rng(devices=[]):
-            train(cfg, build_run_model(cfg, dataset.input_shape, dataset.n_classes), split)
+    train(cfgs, models, splits, "reference")
     t_seq = time.perf_counter() - started
     steps = sum(r.steps for r in grouped)
     return {"width": width, "runs": n_runs, "steps_per_run": grouped[0].steps,

@@ -6,8 +6,9 @@
 Side by side, in one process and one machine state, for MNIST-1D MLPs (40-w-w-10, batch 100):
 
 - plain:    a bare loop over tensors (randperm batches, SGD step), no evaluation, no I/O;
-- library:  ``flatness.training.train`` in-process (per-epoch full evaluation, checkpoints off);
-- process:  ``python -m flatness.train`` as Snakemake runs it (imports, data, files), wall clock;
+- library:  ``flatness.training.driver.train`` in-process (the reference engine with per-epoch
+  full evaluation, checkpoints off);
+- process:  ``python -m flatness.training`` as Snakemake runs it (imports, data, files), wall clock;
 - snakemake (``--study``): the whole study, wall clock, and per job.
 """
 
@@ -26,8 +27,7 @@ import torch.nn.functional as F
 
 from flatness.config import compose_run
 from flatness.data import load_dataset
-from flatness.train import build_run_model, prepare_splits
-from flatness.training import train
+from flatness.training.driver import build_run_model, prepare_splits, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,10 +53,9 @@ def plain_loop(cfg, splits, steps: int) -> float:
 
 
 def library_loop(cfg, splits) -> float:
-    with torch.random.fork_rng(devices=[]):
-        model = build_run_model(cfg, splits.x_train.shape[1:], 10)
-        started = time.perf_counter()
-        train(cfg, model, splits, checkpoint=None)
+    model = build_run_model(cfg, splits.x_train.shape[1:], 10)
+    started = time.perf_counter()
+    train([cfg], [model], [splits], "reference")
     return time.perf_counter() - started
 
 
@@ -65,7 +64,7 @@ def process_run(overrides: list[str], out_dir: Path) -> float:
     cmd = [
         sys.executable,
         "-m",
-        "flatness.train",
+        "flatness.training",
         *overrides,
         f"out_dir={out_dir}",
         "progress=false",

@@ -13,9 +13,9 @@ import sys
 
 import torch
 
-import flatness.training as training
+import flatness.training.record as record
 from flatness.config import compose_run
-from flatness.train import build_run_model, load_splits
+from flatness.training.driver import build_run_model, load_splits, train
 
 CASES = {
     "random labels, adam lr 0.001, width 256": [
@@ -35,20 +35,20 @@ def worst_ratio(overrides: list[str], epochs: int) -> float:
     cfg = compose_run([*overrides, f"train.epochs={epochs}", "train.divergence_factor=null",
                        "tracking.mode=disabled"])  # fmt: skip
     ratios: list[float] = []
-    rule = training.divergence
+    rule = record.divergence
 
     def spy(loss, initial_loss, *args, **kwargs):
         ratios.append(loss / initial_loss)
         return rule(loss, initial_loss, *args, **kwargs)
 
-    training.divergence = spy
+    record.divergence = spy
     try:
         with torch.random.fork_rng(devices=[]):
             splits = load_splits(cfg)
             model = build_run_model(cfg, tuple(splits.x_train.shape[1:]), 10)
-            result = training.train(cfg, model, splits)
+            result = train([cfg], [model], [splits])[0]
     finally:
-        training.divergence = rule
+        record.divergence = rule
     assert result.status == "ok", result.divergence
     return max(ratios)
 

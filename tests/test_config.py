@@ -82,7 +82,7 @@ def test_torchvision_data_needs_a_root(compose):
 def test_cli_rejects_bad_config_before_writing_anything(tmp_path):
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "flatness.train", "model.width=-3", f"out_dir={out}"],
+        [sys.executable, "-m", "flatness.training", "model.width=-3", f"out_dir={out}"],
         capture_output=True,
         text=True,
         timeout=120,

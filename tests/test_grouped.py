@@ -1,14 +1,18 @@
-"""Grouped training: a run trained in a group equals the same run trained alone, family by family.
+"""The contract between the two step engines: a run trained in a stack (``stacked_step``) equals
+the same run trained alone by the reference engine (``reference_step``), family by family.
 
-Tolerance: the grouped loop runs the same float32 arithmetic, but ``vmap`` turns each run's matmul
-into one batched matmul whose kernel accumulates in a different order, so the two paths agree to
+Tolerance: the stacked loop runs the same float32 arithmetic, but each run's matmul becomes one
+batched matmul whose kernel accumulates in a different order, so the two engines agree to
 rounding (~1e-7 relative per step), not to the bit. Over the 16-40 steps of these runs the largest
 relative loss difference seen was 3e-7 and no accuracy differed; we allow ``LOSS_TOL`` = 1e-5
 (relative; 30x that) and at most one example's flip in an accuracy. Longer runs drift further
 apart (training amplifies rounding), and Adam with batch norm amplifies it most: the gradient of a
-bias right before a batch norm is zero up to rounding, and Adam rescales that noise to full steps. Everything discrete (status, stopping reason, epochs, steps, time to fit, history length,
-file layout, corruption draws, initial weights) must be identical. Dropout masks are bit-identical
-by construction (``flatness.functional.dropout_mask``), so dropout runs meet the same tolerance.
+bias right before a batch norm is zero up to rounding, and Adam rescales that noise to full steps.
+Everything discrete (status, stopping reason, epochs, steps, time to fit, history length, file
+layout, corruption draws, initial weights) must be identical. Dropout masks are bit-identical by
+construction (``flatness.training.stacked_forward.dropout_mask``), so dropout runs meet the same
+tolerance. Diverged runs compare what is defined (status, step, reason, the rows before it), not
+the weights a blow-up left behind.
 """
 
 from __future__ import annotations
@@ -26,16 +30,13 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from flatness.checkpoint import load_tensors
 from flatness.config import ConfigError
 from flatness.data import load_dataset
-from flatness.grouped import train_group
-from flatness.grouping import group_key, make_groups
 from flatness.io import read_json
-from flatness.stages.train_group import run_group
 from flatness.study import load_study
-from flatness.train import build_run_model, prepare_splits, run
-from flatness.training import train
+from flatness.training.checkpoint import load_tensors
+from flatness.training.driver import build_run_model, prepare_splits, run_group, train
+from flatness.training.grouping import group_key, make_groups
 
 LOSS_TOL = 1e-5
 BASE = ("data.n_train=200", "data.n_test=100", "train.batch_size=50", "tracking.mode=disabled")
@@ -103,8 +104,9 @@ def _assert_close(a: float | None, b: float | None, n: int, key: str) -> None:
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_grouped_run_equals_run_alone(compose, tmp_path, family):
-    grouped = run_group(_configs(compose, tmp_path, family, "group"))
-    alone = [run(cfg) for cfg in _configs(compose, tmp_path, family, "alone")]
+    grouped = run_group(_configs(compose, tmp_path, family, "group"), engine="stacked")
+    alone = [run_group([cfg], engine="reference")[0]
+             for cfg in _configs(compose, tmp_path, family, "alone")]  # fmt: skip
     for i, (g, s) in enumerate(zip(grouped, alone, strict=True)):
         for key in (*EXACT, "divergence", "diverged_step"):
             assert g[key] == s[key], (family, i, key)
@@ -177,7 +179,7 @@ def _group_inputs(compose, overrides_per_run):
 
 
 @pytest.mark.parametrize("optim", ["sgd", "adam"])
-def test_killed_group_resumes_exactly_and_single_path_reads_its_checkpoint(
+def test_killed_group_resumes_exactly_and_the_reference_engine_reads_its_checkpoint(
     compose, tmp_path, optim
 ):
     # Batch norm with SGD only: Adam turns the rounding noise in the gradient of a bias right
@@ -186,7 +188,7 @@ def test_killed_group_resumes_exactly_and_single_path_reads_its_checkpoint(
     runs = [(*shared, "seed=0", "data.augment=true"),
             (*shared, "seed=1", "optim.lr=0.01", "optim.momentum=0.8")]  # fmt: skip
     cfgs, splits, models = _group_inputs(compose, runs)
-    clean = train_group(cfgs, models, splits)
+    clean = train(cfgs, models, splits, "stacked")
     ckpts = [tmp_path / f"{i}.pt" for i in range(len(cfgs))]
     early = tmp_path / "run0-epoch2.pt"
 
@@ -197,11 +199,11 @@ def test_killed_group_resumes_exactly_and_single_path_reads_its_checkpoint(
             raise _Killed
 
     with pytest.raises(_Killed):
-        train_group(cfgs, models, splits, ckpts, logs=[kill_at_epoch_5, None])
+        train(cfgs, models, splits, "stacked", ckpts, logs=[kill_at_epoch_5, None])
     assert all(load_tensors(p)["epoch"] == 4 for p in ckpts)
     alone = ckpts[1].with_name("alone.pt")
     alone.write_bytes(ckpts[1].read_bytes())
-    resumed = train_group(cfgs, models, splits, ckpts)
+    resumed = train(cfgs, models, splits, "stacked", ckpts)
     for a, b in zip(clean, resumed, strict=True):  # same loop, same order: bit for bit
         assert a.history[-1] == {**b.history[-1], "seconds": a.history[-1]["seconds"]}
         assert all(torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
@@ -210,23 +212,55 @@ def test_killed_group_resumes_exactly_and_single_path_reads_its_checkpoint(
     # with batch norm amplifies that, see the module docstring, hence 1e-3 here).
     ckpts[0].write_bytes(early.read_bytes())
     ckpts[1].write_bytes(alone.read_bytes())
-    staggered = train_group(cfgs, models, splits, ckpts)
+    staggered = train(cfgs, models, splits, "stacked", ckpts)
     for a, b in zip(clean, staggered, strict=True):
         assert [r["step"] for r in a.history] == [r["step"] for r in b.history]
         for key in ("train_loss", "test_loss"):
             assert a.history[-1][key] == pytest.approx(b.history[-1][key], rel=1e-3)
-    with torch.random.fork_rng(devices=[]):  # the single path resumes the group's checkpoint
-        model = build_run_model(cfgs[1], splits[1].x_train.shape[1:], 10)
-        single = train(cfgs[1], model, splits[1], checkpoint=alone)
+    model = build_run_model(cfgs[1], splits[1].x_train.shape[1:], 10)  # the reference engine
+    single = train([cfgs[1]], [model], [splits[1]], "reference", [alone])[0]  # resumes it too
     assert single.epochs == 6 and single.history[4] == resumed[1].history[4]
     for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
         _assert_close(single.history[-1][key], resumed[1].history[-1][key], 100, key)
 
 
-def test_group_does_not_modify_callers_models(compose):
+ONE_RUN = {
+    "regularizers": ("model.dropout=0.3", "model.batch_norm=true", "data.augment=true",
+                     "optim.lr=0.02", "optim.momentum=0.9", "optim.schedule=cosine"),
+    "early_stopping": ("optim=adam", "optim.lr=0.01", "model.width=64", "train.epochs=40",
+                       "train.target_train_loss=1.2"),
+    "divergence": ("optim.lr=50", "train.epochs=3"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(ONE_RUN))
+def test_a_group_of_one_gets_the_same_record_from_either_engine(compose, case):
+    """The engine choice: one run, stepped by each engine, has the same record (bookkeeping
+    exactly, losses to rounding) and the same initial weights, bit for bit."""
+    cfgs, splits, models = _group_inputs(compose, [ONE_RUN[case]])
+    ref, stacked = (train(cfgs, models, splits, engine)[0] for engine in ("reference", "stacked"))
+    for key in ("status", "stopped_by", "steps", "epochs", "time_to_fit_epoch", "time_to_fit_step",
+                "diverged_step"):  # fmt: skip
+        assert getattr(ref, key) == getattr(stacked, key), key
+    assert (ref.divergence is None) == (stacked.divergence is None)
+    assert all(torch.equal(v, stacked.init_state[k]) for k, v in ref.init_state.items())
+    assert [(r["epoch"], r["step"], r["lr"]) for r in ref.history] == [
+        (r["epoch"], r["step"], r["lr"]) for r in stacked.history
+    ]
+    finite = ref.history[:-1] if ref.status == "diverged" else ref.history
+    for a, b in zip(finite, stacked.history, strict=False):
+        for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
+            _assert_close(a[key], b[key], 100, key)
+    expected = {"regularizers": "budget", "early_stopping": "target_train_loss",
+                "divergence": "diverged"}  # fmt: skip
+    assert ref.stopped_by == expected[case]
+
+
+@pytest.mark.parametrize("engine", ["reference", "stacked"])
+def test_engines_do_not_modify_callers_models(compose, engine):
     cfgs, splits, models = _group_inputs(compose, [("seed=0",), ("seed=1",)])
     before = [{k: v.clone() for k, v in m.state_dict().items()} for m in models]
-    train_group(cfgs, models, splits)
+    train(cfgs, models, splits, engine)
     for m, b in zip(models, before, strict=True):
         assert all(torch.equal(v, b[k]) for k, v in m.state_dict().items())
 
@@ -252,6 +286,8 @@ def test_mixed_group_is_refused_with_the_reason(compose, tmp_path):
             compose(*BASE, "model.width=7", f"out_dir={tmp_path / 'b'}")]  # fmt: skip
     with pytest.raises(ConfigError, match="cannot join the group"):
         run_group(cfgs)
+    with pytest.raises(ConfigError, match="engine='vmap' is not allowed; allowed: one of auto"):
+        run_group(cfgs[:1], engine="vmap")
     assert not (tmp_path / "a").exists()
 
 

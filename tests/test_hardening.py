@@ -25,16 +25,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from flatness.checkpoint import CheckpointError, load_tensors
 from flatness.config import ConfigError, run_id
 from flatness.data import CorruptDataError, load_dataset
 from flatness.io import atomic_write_text, read_json
 from flatness.stages.landscape import landscape
 from flatness.stages.measure import measure_run
 from flatness.stages.reparam import reparam_run
-from flatness.stages.train_group import run_group
-from flatness.train import build_run_model, load_splits, run
-from flatness.training import divergence, train
+from flatness.training.checkpoint import CheckpointError, load_tensors
+from flatness.training.driver import build_run_model, load_splits, run_group, train
+from flatness.training.record import divergence
 
 SMALL = ("data.n_train=100", "data.n_test=100", "tracking.mode=disabled", "model.width=16")
 
@@ -63,7 +62,7 @@ def trained(tmp_path_factory):
     overrides = [*SMALL, "train.epochs=1"]
     rid = run_id(compose_run(overrides))
     overrides.append(f"out_dir={results / 'runs' / rid}")
-    run(compose_run(overrides))
+    run_group([compose_run(overrides)])[0]
     return results, rid, overrides
 
 
@@ -91,18 +90,24 @@ def test_code_in_a_checkpoint_never_runs_on_train_resume_or_grouped(compose, tmp
     cfg = compose(*SMALL, "train.epochs=1", f"out_dir={tmp_path / 'run'}")
     _plant(tmp_path / "run" / "checkpoint.pt", marker)
     with pytest.raises(CheckpointError, match="resume=restart"):
-        run(cfg)  # the train stage, which resumes from checkpoint.pt
+        run_group([cfg])[0]  # the train stage, which resumes from checkpoint.pt
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoint.pt"]
     with pytest.raises(CheckpointError, match=str(tmp_path / "run" / "checkpoint.pt")):
-        run_group([cfg])
+        run_group([cfg], engine="stacked")
     with torch.random.fork_rng(devices=[]):  # the training loop itself, as a resume
         model = build_run_model(cfg, (40,), 10)
         with pytest.raises(CheckpointError):
-            train(cfg, model, load_splits(cfg), tmp_path / "run" / "checkpoint.pt")
+            train(
+                [cfg],
+                [model],
+                [load_splits(cfg)],
+                "reference",
+                [tmp_path / "run" / "checkpoint.pt"],
+            )
     assert not marker.exists()
-    restarted = run(
-        compose(*SMALL, "train.epochs=1", "resume=restart", f"out_dir={tmp_path / 'run'}")
-    )
+    restarted = run_group(
+        [compose(*SMALL, "train.epochs=1", "resume=restart", f"out_dir={tmp_path / 'run'}")]
+    )[0]
     assert restarted["status"] == "ok" and not marker.exists()
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
@@ -119,7 +124,7 @@ def _interrupted(cfg, out: Path, at_epoch: int) -> None:
 
     with torch.random.fork_rng(devices=[]), pytest.raises(Killed):
         model = build_run_model(cfg, (40,), 10)
-        train(cfg, model, load_splits(cfg), out / "checkpoint.pt", log=kill)
+        train([cfg], [model], [load_splits(cfg)], "reference", [out / "checkpoint.pt"], [kill])
 
 
 def test_a_changed_config_never_resumes_silently(compose, tmp_path, caplog):
@@ -129,18 +134,18 @@ def test_a_changed_config_never_resumes_silently(compose, tmp_path, caplog):
     _interrupted(first, out, at_epoch=2)
     changed = compose(*shared, "optim.lr=0.01")
     with pytest.raises(CheckpointError) as err:
-        run(changed)
+        run_group([changed])[0]
     for part in (run_id(first), run_id(changed), str(out), "resume=restart", "delete"):
         assert part in str(err.value)
     assert not (out / "config.yaml").exists()  # nothing written
-    with caplog.at_level("WARNING", logger="flatness.checkpoint"):
-        metrics = run(compose(*shared, "optim.lr=0.01", "resume=restart"))
+    with caplog.at_level("WARNING", logger="flatness.training.checkpoint"):
+        metrics = run_group([compose(*shared, "optim.lr=0.01", "resume=restart")])[0]
     assert "resume=restart" in caplog.text and metrics["epochs"] == 4
     history = pd.read_csv(out / "history.csv")
     assert history["epoch"].tolist() == [0, 1, 2, 3, 4] and (history["lr"] == 0.01).all()
-    with caplog.at_level("INFO", logger="flatness.checkpoint"):  # the same config resumes
+    with caplog.at_level("INFO", logger="flatness.training.checkpoint"):  # the same config resumes
         _interrupted(first, out, at_epoch=2)
-        resumed = run(first)
+        resumed = run_group([first])[0]
     assert f"resuming run {run_id(first)}" in caplog.text and resumed["epochs"] == 4
 
 
@@ -148,7 +153,7 @@ def test_a_changed_config_never_resumes_silently(compose, tmp_path, caplog):
 def test_sigkilled_run_rerun_with_another_lr_stops_then_restarts_on_request(tmp_path):
     """SIGKILL a training process after a checkpoint; rerun it with a changed learning rate."""
     out = tmp_path / "run"
-    base = [sys.executable, "-m", "flatness.train", "data.n_train=1000", "train.epochs=400",
+    base = [sys.executable, "-m", "flatness.training", "data.n_train=1000", "train.epochs=400",
             "train.checkpoint_every=2", "tracking.mode=disabled", "progress=false", f"out_dir={out}"]  # fmt: skip
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([*base, "optim.lr=0.05"], env=env, stdout=subprocess.DEVNULL)
@@ -170,7 +175,9 @@ def test_sigkilled_run_rerun_with_another_lr_stops_then_restarts_on_request(tmp_
 
 
 def test_blow_up_without_nan_is_diverged_with_step_and_reason(compose, tmp_path):
-    metrics = run(compose(*SMALL, "optim.lr=50", "train.epochs=2", f"out_dir={tmp_path}"))
+    metrics = run_group([compose(*SMALL, "optim.lr=50", "train.epochs=2", f"out_dir={tmp_path}")])[
+        0
+    ]
     saved = read_json(tmp_path / "metrics.json")
     assert saved["status"] == metrics["status"] == "diverged"
     assert isinstance(saved["diverged_step"], int) and saved["diverged_step"] <= saved["steps"]
@@ -200,7 +207,7 @@ def test_a_blow_up_that_recovers_is_still_diverged(compose, tmp_path, factor):
                   f"train.divergence_factor={factor or 'null'}")  # fmt: skip
     with torch.random.fork_rng(devices=[]):
         model = _Spike(build_run_model(cfg, (40,), 10), at_call=3, k=1e4)
-        result = train(cfg, model, load_splits(cfg))
+        result = train([cfg], [model], [load_splits(cfg)])[0]
     if factor is None:  # the rule off: the spike is invisible at the end
         assert result.status == "ok" and np.isfinite(result.history[-1]["train_loss"])
         return
@@ -222,9 +229,9 @@ def test_batch_larger_than_the_training_set_is_an_error_before_any_work(compose,
         compose("data.n_train=200", "train.batch_size=1000")
     cfg = compose("data=digits", "train.batch_size=2000", f"out_dir={tmp_path / 'r'}")
     with pytest.raises(ConfigError, match=r"train\.batch_size=2000 .* 1437 examples"):
-        run(cfg)
+        run_group([cfg])[0]
     with pytest.raises(ConfigError, match=r"train\.batch_size=2000"):
-        run_group([cfg])
+        run_group([cfg], engine="stacked")
     assert not (tmp_path / "r").exists()
 
 
@@ -236,7 +243,7 @@ def test_truncated_checkpoint_names_its_path_and_the_ways_on(compose, tmp_path):
     assert load_tensors(ckpt)["run_id"] == run_id(cfg)
     ckpt.write_bytes(ckpt.read_bytes()[:1000])
     with pytest.raises(CheckpointError) as err:
-        run(cfg)
+        run_group([cfg])[0]
     message = str(err.value)
     assert str(ckpt) in message and "delete" in message.lower() and "resume=restart" in message
     assert "download" not in message

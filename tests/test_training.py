@@ -13,9 +13,9 @@ import time
 import pytest
 import torch
 
-from flatness.checkpoint import load_tensors
 from flatness.io import read_json
-from flatness.train import run
+from flatness.training.checkpoint import load_tensors
+from flatness.training.driver import run_group
 
 SMALL = ("data.n_train=200", "data.n_test=100", "tracking.mode=disabled")
 
@@ -26,7 +26,7 @@ def test_mlp_fits_random_labels(compose, tmp_path):
         "model.width=256", "optim=adam", "optim.lr=0.003", "train.epochs=300",
         "train.stop_at_full_accuracy=true", "train.batch_size=50", f"out_dir={tmp_path}",
     )  # fmt: skip
-    metrics = run(cfg)
+    metrics = run_group([cfg])[0]
     assert metrics["train_acc"] == 1.0 and metrics["stopped_by"] == "full_accuracy"
     assert metrics["time_to_fit_epoch"] == metrics["epochs"] < 300
     assert metrics["test_acc"] < 0.25  # random labels: nothing to generalize
@@ -34,8 +34,8 @@ def test_mlp_fits_random_labels(compose, tmp_path):
 
 def test_contract_files_and_determinism(compose, tmp_path):
     overrides = (*SMALL, "train.epochs=3", "model.dropout=0.2", "data.augment=true")
-    a = run(compose(*overrides, f"out_dir={tmp_path / 'a'}"))
-    b = run(compose(*overrides, f"out_dir={tmp_path / 'b'}"))
+    a = run_group([compose(*overrides, f"out_dir={tmp_path / 'a'}")])[0]
+    b = run_group([compose(*overrides, f"out_dir={tmp_path / 'b'}")])[0]
     for key in ("train_loss", "test_loss", "train_acc", "test_acc"):
         assert a[key] == b[key]
     files = {p.name for p in (tmp_path / "a").iterdir()}
@@ -46,7 +46,9 @@ def test_contract_files_and_determinism(compose, tmp_path):
 
 
 def test_divergence_is_recorded_not_raised(compose, tmp_path):
-    metrics = run(compose(*SMALL, "optim.lr=1e12", "train.epochs=5", f"out_dir={tmp_path}"))
+    metrics = run_group(
+        [compose(*SMALL, "optim.lr=1e12", "train.epochs=5", f"out_dir={tmp_path}")]
+    )[0]
     assert metrics["status"] == "diverged" and metrics["stopped_by"] == "diverged"
     saved = read_json(tmp_path / "metrics.json")
     assert saved["status"] == "diverged"
@@ -60,7 +62,7 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
         "data.n_train=1000", "model.dropout=0.2", "data.augment=true", "optim.schedule=cosine",
         "train.epochs=400", "train.checkpoint_every=5", "tracking.mode=disabled", "progress=false",
     ]  # fmt: skip
-    cmd = [sys.executable, "-m", "flatness.train", *overrides]
+    cmd = [sys.executable, "-m", "flatness.training", *overrides]
     env = os.environ | {"OMP_NUM_THREADS": "1"}
     killed = tmp_path / "killed"
     proc = subprocess.Popen([*cmd, f"out_dir={killed}"], env=env, stdout=subprocess.DEVNULL)
@@ -89,12 +91,12 @@ def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     [("sgd", 0.0, 0.0), ("sgd", 0.9, 5e-4), ("adam", 0.9, 0.0), ("adam", 0.8, 1e-3)],
 )
 def test_own_optimizer_matches_torch_optim(name, momentum, weight_decay):
-    """``flatness.optimizers`` (no ``torch._dynamo`` import) against ``torch.optim`` on CPU: 20
+    """``flatness.training.optimizers`` (no ``torch._dynamo`` import) against ``torch.optim`` on CPU: 20
     steps of a small MLP with a changing learning rate. The update follows torch's single-tensor
     kernels op for op, so it is bit-exact where scalar and tensor kernels round alike."""
     from types import SimpleNamespace
 
-    from flatness.optimizers import ModelOptimizer
+    from flatness.training.optimizers import ModelOptimizer
 
     cfg = SimpleNamespace(name=name, momentum=momentum, weight_decay=weight_decay, lr=0.05)
     gen = torch.Generator().manual_seed(0)

@@ -61,7 +61,7 @@ class Study:
 
     def groups(self) -> dict[str, list[str]]:
         """Which runs train together in one process (``group_size`` > 1): see flatness.grouping."""
-        from flatness.grouping import make_groups
+        from flatness.training.grouping import make_groups
 
         return make_groups(self.runs, self.group_size)
 

@@ -17,5 +17,5 @@ rule train:
     benchmark:
         f"{R}/benchmarks/train/{{run_id}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} {params.python} -m flatness.train {params.overrides}"
+        "OMP_NUM_THREADS={threads} {params.python} -m flatness.training {params.overrides}"
         " progress=false > {log} 2>&1"

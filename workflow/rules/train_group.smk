@@ -1,8 +1,8 @@
 # Grouped training and measures (study key `group_size` > 1): one job trains, and one job measures,
-# a group of up to `group_size` runs that differ only in what flatness.grouped vectorizes (seed,
+# a group of up to `group_size` runs that differ only in what the stacked engine vectorizes (seed,
 # lr, weight decay, momentum, schedule, corruption, augmentation, stopping rules). The per-run files
 # are exactly those of train.smk/measure.smk, so every later rule is unchanged. The groups come from
-# flatness.grouping (deterministic, named by the hash of their members); a rule per group, since a
+# flatness.training.grouping (deterministic, named by the hash of their members); a rule per group, since a
 # rule's outputs cannot be a function of its wildcards.
 
 RUN_OUTPUTS = ("metrics.json", "history.csv", "model.pt", "model_init.pt", "config.yaml")

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from flatness.checkpoint import load_tensors
 from flatness.config import compose_run
 from flatness.data import load_dataset
 from flatness.io import read_json
-from flatness.train import Splits, build_run_model, prepare_splits
+from flatness.training.checkpoint import load_tensors
+from flatness.training.driver import Splits, build_run_model, prepare_splits
 
 
 @dataclass(frozen=True)
@@ -61,6 +61,6 @@ def load_run(overrides: Sequence[str] = (), run_dir: Path | None = None) -> Trai
 
 
 def device_of(cfg: DictConfig) -> str:
-    from flatness.training import resolve_device
+    from flatness.training.driver import resolve_device
 
     return resolve_device(cfg.device).type

@@ -1,6 +1,6 @@
 """Which runs of a study train together in one process (study key ``group_size``).
 
-Runs can share a vectorized loop (``flatness.grouped``) when they differ only in what that loop
+Runs can share a vectorized loop (the stacked engine, ``stacked_step``) when they differ only in what that loop
 varies per run: the seed (init, data order, dropout, corruption draw), the optimizer's scalars
 (lr, weight decay, momentum, schedule), the corruption, the augmentation switch and the stopping
 rules. Everything else (architecture, data set and size, batch size, optimizer type, device) forms
@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from flatness.config import result_config
 
-# Dotted keys a group may vary per run (flatness.grouped trains them exactly as alone).
+# Dotted keys a group may vary per run (the stacked engine trains them exactly as alone).
 PER_RUN_KEYS = (
     "seed",
     "optim.lr",

@@ -2,12 +2,12 @@
 
 Results folders are shared on clusters and copied between machines, so every file read here is
 data, never code: ``torch.load(weights_only=True)`` only, and a checkpoint holds tensors and plain
-containers (dicts, lists, tuples, numbers, strings, None). Both training engines (single-run
-``flatness.training`` and grouped ``flatness.grouped``) write and read the same format:
+containers (dicts, lists, tuples, numbers, strings, None). Both step engines (``reference_step``
+and ``stacked_step``) write and read it through the run's ``record.RunRecord``:
 
 - ``format``, ``run_id``: the run the checkpoint belongs to (``flatness.config.run_id``), so a rerun
   with a changed config never silently continues another config's trajectory;
-- ``model``, ``init_state``: state dicts; ``optimizer``: ``flatness.functional.StackedOptimizer``'s
+- ``model``, ``init_state``: state dicts; ``optimizer``: ``optimizers.StackedOptimizer``'s
   per-run state (plain tensors); ``rng``: the dropout and data-order generator states (uint8 tensors);
 - ``epoch``, ``step``, ``seconds``, ``fit``, ``history``: the loop's bookkeeping.
 

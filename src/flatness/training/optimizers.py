@@ -1,8 +1,8 @@
 """SGD and Adam over stacked weights: one implementation for both training engines.
 
 ``StackedOptimizer`` updates R runs' weights, stacked along a leading axis, with per-run learning
-rate, weight decay and momentum. The grouped engine (``flatness.grouped``) steps R runs at once;
-the single-run engine (``flatness.training``) steps a stack of one (``ModelOptimizer``: views of
+rate, weight decay and momentum. The stacked engine (``stacked_step``) steps R runs at once;
+the reference engine (``reference_step``) steps a stack of one (``ModelOptimizer``: views of
 the model's parameters with a leading axis of 1, updated in place).
 
 Why not ``torch.optim``: its step wrapper imports ``torch._dynamo``, about 2.7 s of every training
@@ -136,10 +136,10 @@ class StackedOptimizer:
 
 
 class ModelOptimizer:
-    """A ``StackedOptimizer`` over one ``nn.Module``'s parameters: the single-run engine's step.
+    """A ``StackedOptimizer`` over one ``nn.Module``'s parameters: the reference engine's step.
 
     Views of the parameters with a leading axis of one are updated in place, so the model trains
-    exactly as the grouped engine trains one run."""
+    exactly as the stacked engine trains one run."""
 
     def __init__(self, model: nn.Module, optim_cfg):
         self.model = model

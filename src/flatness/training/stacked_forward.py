@@ -1,6 +1,6 @@
-"""A flat model as a pure function of stacked weights, and optimizers over stacked weights.
+"""A flat model as a pure function of stacked weights: the forward pass of the stacked engine.
 
-The grouped trainer (``flatness.grouped``) trains R runs that share an architecture in one loop: the
+The stacked engine (``stacked_step``) trains R runs that share an architecture in one loop: the
 R state dicts are stacked along a new leading axis, and ``FlatForward`` runs the flat
 ``nn.Sequential`` of ``flatness.models`` on all R at once, layer by layer, each layer as one batched
 kernel whose result for run r depends only on run r's weights and inputs:
@@ -18,7 +18,7 @@ batching rules split ``linear`` into ``bmm`` + ``add``, run a Python decompositi
 cross-entropy, and ``torch.func.grad`` imports ``torch._dynamo`` (~3 s a process); measured on 16
 MNIST-1D MLPs the explicit kernels were faster at every width (see bench/bench_grouped.py).
 
-The optimizers over stacked weights live in ``flatness.optimizers``.
+The optimizers over stacked weights live in ``optimizers``.
 """
 
 from __future__ import annotations
@@ -111,7 +111,7 @@ def cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(forward, params, buffers, data, test, chunk: int = 4096) -> list[dict]:
+def evaluate_stacked(forward, params, buffers, data, test, chunk: int = 4096) -> list[dict]:
     """Eval-mode loss and accuracy of every run on its train and test split (all runs at once)."""
     out = [{} for _ in range(len(data[1]))]
     for split, (x, y) in (("train", data), ("test", test)):
