@@ -1,7 +1,7 @@
 """Run configs: composition (Hydra compose API), validation, and the run-id hash.
 
 ``conf/`` is the single source of truth. The Snakefile and the tests compose run configs through
-``compose_run``; ``python -m flatness.train`` composes the same files through ``@hydra.main``. Both
+``compose_run``; ``python -m flatness.training`` composes the same files through ``@hydra.main``. Both
 call ``validate`` before any work starts, so a bad value fails with a message that names the key,
 the value and what is allowed, and nothing is written.
 """

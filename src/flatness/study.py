@@ -57,10 +57,10 @@ class Study:
     stages: dict[str, Any]
     allow_gaps: bool
     description: str = ""
-    group_size: int = 1  # runs trained (and measured) per process; see flatness.grouping
+    group_size: int = 1  # runs trained (and measured) per process; see flatness.training.grouping
 
     def groups(self) -> dict[str, list[str]]:
-        """Which runs train together in one process (``group_size`` > 1): see flatness.grouping."""
+        """Which runs train together in one process (``group_size`` > 1): see flatness.training.grouping."""
         from flatness.training.grouping import make_groups
 
         return make_groups(self.runs, self.group_size)

@@ -3,7 +3,7 @@
 The Hessian of the sum of R independent runs' losses is block diagonal: one Hessian-vector product
 of the summed loss at a stacked vector ``(v_1, ..., v_R)`` gives every run's product ``H_r v_r``.
 ``StackedHessian`` builds that summed loss with the grouped trainer's stacked forward pass
-(``flatness.functional.FlatForward``: one batched kernel per layer for all R runs) and keeps its
+(``flatness.training.stacked_forward.FlatForward``: one batched kernel per layer for all R runs) and keeps its
 gradient graph, so a product costs one double backprop for the whole group. On it:
 
 - ``hessian_eigen``: R Lanczos processes in lockstep, each fed its row of one batched product, each
@@ -41,8 +41,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from flatness.functional import FlatForward, cross_entropy
 from flatness.seeds import derive_seed
+from flatness.training.stacked_forward import FlatForward, cross_entropy
 
 from .base import MeasureContext, MeasureData, MeasureResult
 from .density import SLQResult
