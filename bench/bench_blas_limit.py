@@ -3,7 +3,7 @@
 Side by side in one process, on the 15k-parameter MNIST-1D MLP of ``bench_measures`` (default
 ``hessian_eigen`` settings, so one tridiagonal eigensolve per Lanczos step): the measure with
 ``threadpoolctl.threadpool_limits(1)`` per call (which rescans every loaded library each time)
-against ``flatness.measures.blas.one_blas_thread`` (a controller built once, BLAS pools only).
+against ``flatness.measures.core.blas.one_blas_thread`` (a controller built once, BLAS pools only).
 
 Usage: python bench/bench_blas_limit.py [--threads 1] [--repeats 3]
 """
@@ -23,7 +23,8 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_measures import mnist1d, train
 
-from flatness.measures import MEASURES, MeasureContext, eigen, select_subset
+from flatness.measures import MEASURES, MeasureContext, select_subset
+from flatness.measures.algorithms import eigen
 
 
 def main():

@@ -28,8 +28,7 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_measures import mnist1d, train
 
-from flatness.measures import MeasureContext, run_suite, select_subset
-from flatness.measures.group import STACKED, run_group_suite
+from flatness.measures import STACKED, MeasureContext, run_group_suite, run_suite, select_subset
 from flatness.models import build_mlp
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_measures import mnist1d, train
 
 from flatness.measures import MEASURES, MeasureContext, select_subset
-from flatness.measures.objective import Objective
-from flatness.measures.operators import HessianOperator
+from flatness.measures.core.objective import Objective
+from flatness.measures.core.operators import HessianOperator
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -22,9 +22,9 @@ import torch
 from omegaconf import OmegaConf
 
 from flatness.measures import MeasureContext, run_suite, select_subset
-from flatness.measures.eigen import lanczos_eigen, power_iteration
-from flatness.measures.objective import Objective, generator
-from flatness.measures.operators import HessianOperator, Operator
+from flatness.measures.algorithms.eigen import lanczos_eigen, power_iteration
+from flatness.measures.core.objective import Objective, generator
+from flatness.measures.core.operators import HessianOperator, Operator
 from flatness.models import build_mlp, count_parameters
 
 ROOT = Path(__file__).resolve().parents[1]

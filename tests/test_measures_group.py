@@ -8,10 +8,11 @@ import pytest
 import torch
 from torch import nn
 
-from flatness.measures import MeasureContext, MeasureData, run_suite
-from flatness.measures.group import StackedHessian, run_group_suite, stackable
-from flatness.measures.objective import Objective, generator
-from flatness.measures.operators import HessianOperator
+from flatness.measures import MeasureContext, MeasureData, run_group_suite, run_suite
+from flatness.measures.core.objective import Objective, generator
+from flatness.measures.core.operators import HessianOperator
+from flatness.measures.core.stacked import StackedHessian
+from flatness.measures.suite.group import stackable
 from flatness.models import build_mlp
 
 SETTINGS = {

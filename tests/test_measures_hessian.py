@@ -11,13 +11,13 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from flatness.measures.base import MeasureContext, MeasureData
-from flatness.measures.density import slq, smoothed_density
-from flatness.measures.eigen import lanczos_eigen, power_iteration
-from flatness.measures.hessian_measures import hessian_eigen
-from flatness.measures.objective import Objective, generator
-from flatness.measures.operators import HessianOperator, MatrixOperator
-from flatness.measures.trace import hutchinson, hutchpp
+from flatness.measures.algorithms.density import slq, smoothed_density
+from flatness.measures.algorithms.eigen import lanczos_eigen, power_iteration
+from flatness.measures.algorithms.trace import hutchinson, hutchpp
+from flatness.measures.core.interface import MeasureContext, MeasureData
+from flatness.measures.core.objective import Objective, generator
+from flatness.measures.core.operators import HessianOperator, MatrixOperator
+from flatness.measures.suite.hessian_measures import hessian_eigen
 
 
 def tiny_problem(seed: int = 0, n: int = 20, hidden: int = 6):

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from flatness.measures.norms import (
+from flatness.measures.algorithms.norms import (
     fisher_rao,
     fold_batchnorm,
     margin,

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from flatness.measures.entropy import local_entropy_chain
-from flatness.measures.objective import gaussian, generator
-from flatness.measures.pacbayes import alpha_search, bisect_largest, sigma_search
-from flatness.measures.sharpness import (
+from flatness.measures.algorithms.entropy import local_entropy_chain
+from flatness.measures.algorithms.pacbayes import alpha_search, bisect_largest, sigma_search
+from flatness.measures.algorithms.sharpness import (
     average_sharpness,
     keskar_sharpness,
     projected_ascent,
 )
+from flatness.measures.core.objective import gaussian, generator
 
 D = torch.tensor([4.0, 2.0, 1.0, 0.5, 0.25, 0.1], dtype=torch.float64)
 

@@ -19,12 +19,13 @@ from flatness.measures import (
     derive_seed,
     enabled_measures,
     make_context,
+    plot_spectral_density,
     results_to_json,
     run_suite,
     select_subset,
+    slq_from_details,
     validate_settings,
 )
-from flatness.measures.plots import plot_spectral_density, slq_from_details
 from flatness.models import build_cnn, build_mlp
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "measures"

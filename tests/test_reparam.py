@@ -14,8 +14,8 @@ from torch import nn
 from torch.func import functional_call
 
 from flatness.measures import MeasureContext, MeasureData, MeasureResult, run_suite
-from flatness.measures.norms import fisher_rao, fold_batchnorm, path_norm_squared
-from flatness.measures.sharpness import average_sharpness, projected_ascent
+from flatness.measures.algorithms.norms import fisher_rao, fold_batchnorm, path_norm_squared
+from flatness.measures.algorithms.sharpness import average_sharpness, projected_ascent
 from flatness.models import build_cnn, build_mlp
 from flatness.plotting.reparam import (
     dinh_flip_figure,

@@ -19,8 +19,7 @@ from pathlib import Path
 
 from flatness import landscape as ls
 from flatness.io import atomic_write_json, read_json
-from flatness.measures import select_subset
-from flatness.measures.plots import plot_spectral_density, slq_from_details
+from flatness.measures import plot_spectral_density, select_subset, slq_from_details
 from flatness.plotting import landscape_figures as figs
 from flatness.plotting._common import message_figure
 from flatness.stages.common import load_run, set_threads

@@ -6,7 +6,7 @@ Same command line as ``flatness.stages.train_group`` (one ``--run`` with each ru
     python -m flatness.stages.measure_group --run seed=0 out_dir=... --run seed=1 out_dir=...
 
 Runs with the same measure settings, subset size, device and parameter shapes are measured
-together by ``flatness.measures.group.run_group_suite``: the Hessian measures (Lanczos,
+together by ``flatness.measures.run_group_suite``: the Hessian measures (Lanczos,
 Hutchinson, SLQ) run stacked over the runs, one batched Hessian-vector product for all of them,
 each run stopping on its own residuals; the other measures run one run at a time (that module says
 which and why). Each run gets the numbers ``flatness.stages.measure`` gives it up to rounding, into
@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 
-from flatness.measures.group import run_group_suite
+from flatness.measures import run_group_suite
 from flatness.stages.common import load_run, set_threads
 from flatness.stages.measure import MeasureJob
 from flatness.stages.train_group import parse_group

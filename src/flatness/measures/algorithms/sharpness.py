@@ -32,8 +32,8 @@ import numpy as np
 import scipy.optimize
 import torch
 
-from .blas import one_blas_thread
-from .objective import gaussian, uniform_pm1
+from ..core.blas import one_blas_thread
+from ..core.objective import gaussian, uniform_pm1
 
 LossGrad = Callable[[torch.Tensor], tuple[float, torch.Tensor]]
 LossFn = Callable[[torch.Tensor], float]

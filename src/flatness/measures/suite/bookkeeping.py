@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from .base import MeasureContext, MeasureResult
-from .objective import Objective
+from ..core.interface import MeasureContext, MeasureResult
+from ..core.objective import Objective
 from .settings import DEFAULTS
 
 Results = tuple[MeasureResult, ...]  # what every measure callable returns
@@ -46,18 +46,28 @@ class MeasureRun:
 
     def result(self, name, value, *, stderr=None, converged=True, n_hvp=None, **details):
         c, (loss0, grad0, hvp0, t0) = self.obj.counts, self._base
-        value = float(value)
-        return MeasureResult(
-            name=name,
-            value=value,
-            stderr=None if stderr is None else float(stderr),
-            n_loss=c.loss - loss0,
-            n_grad=c.grad - grad0,
-            n_hvp=c.hvp - hvp0 if n_hvp is None else n_hvp,
-            converged=bool(converged) and math.isfinite(value),
-            seconds=time.perf_counter() - t0,
-            details=details,
-        )
+        return finished_result(name, value, stderr=stderr, converged=converged,
+                               n_loss=c.loss - loss0, n_grad=c.grad - grad0,
+                               n_hvp=c.hvp - hvp0 if n_hvp is None else n_hvp,
+                               seconds=time.perf_counter() - t0, details=details)  # fmt: skip
+
+
+def finished_result(
+    name, value, *, stderr, converged, n_loss, n_grad, n_hvp, seconds, details
+) -> MeasureResult:
+    """A ``MeasureResult`` in plain floats; a non-finite value is never flagged converged."""
+    value = float(value)
+    return MeasureResult(
+        name=name,
+        value=value,
+        stderr=None if stderr is None else float(stderr),
+        n_loss=n_loss,
+        n_grad=n_grad,
+        n_hvp=n_hvp,
+        converged=bool(converged) and math.isfinite(value),
+        seconds=seconds,
+        details=details,
+    )
 
 
 def init_vector(obj: Objective, context: MeasureContext) -> torch.Tensor | None:

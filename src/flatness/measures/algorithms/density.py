@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..core.objective import rademacher
+from ..core.operators import Operator
 from .eigen import LanczosProcess
-from .objective import rademacher
-from .operators import Operator
 from .trace import mean_stderr
 
 

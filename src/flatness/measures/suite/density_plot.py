@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .density import SLQResult, smoothed_density
+from ..algorithms.density import SLQResult, smoothed_density
 
 
 def slq_from_details(details: dict) -> SLQResult:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 
-from .density import SLQResult, slq
-from .eigen import EigenResult, lanczos_eigen, power_iteration
-from .objective import generator
-from .operators import HessianOperator
-from .runner import MeasureRun, Results
-from .trace import TraceEstimate, hutchinson, hutchpp
+from ..algorithms.density import SLQResult, slq
+from ..algorithms.eigen import EigenResult, lanczos_eigen, power_iteration
+from ..algorithms.trace import TraceEstimate, hutchinson, hutchpp
+from ..core.objective import generator
+from ..core.operators import HessianOperator
+from .bookkeeping import MeasureRun, Results
 
 
 def hessian_eigen(model, data, settings, seed, context) -> Results:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .objective import rademacher
-from .operators import Operator
+from ..core.objective import rademacher
+from ..core.operators import Operator
 
 
 @dataclass(frozen=True)

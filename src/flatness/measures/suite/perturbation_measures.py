@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
-from .entropy import local_entropy_chain
-from .objective import generator
-from .pacbayes import alpha_search, pacbayes_bounds, pacbayes_mag_bounds, sigma_search
-from .runner import MeasureRun, Results, init_vector
-from .sharpness import average_sharpness, keskar_sharpness, projected_ascent, random_subspace
+from ..algorithms.entropy import local_entropy_chain
+from ..algorithms.pacbayes import (
+    SearchResult,
+    alpha_search,
+    pacbayes_bounds,
+    pacbayes_mag_bounds,
+    sigma_search,
+)
+from ..algorithms.sharpness import (
+    average_sharpness,
+    keskar_sharpness,
+    projected_ascent,
+    random_subspace,
+)
+from ..core.objective import generator
+from .bookkeeping import MeasureRun, Results, init_vector
 
 
 def keskar(model, data, settings, seed, context) -> Results:
@@ -112,81 +124,56 @@ def pacbayes(model, data, settings, seed, context) -> Results:
     metric = obj.error if s["metric"] == "error" else obj.loss
     m = s["n_train"] or obj.n
     theta_init = init_vector(obj, context)
-    kw = dict(
-        target=s["target"],
-        tol=s["tol"],
-        hi=s["sigma_max"],
-        depth=s["depth"],
-        n_draws=s["n_draws"],
-        seed=seed,
-    )
-    out = []
-    res = sigma_search(metric, theta, **kw)
-    out.append(
-        r.result(
-            "pacbayes_flatness",
-            1.0 / res.scale**2,
-            converged=res.converged,
-            sigma=res.scale,
-            deviation=res.deviation,
-            n_iter=res.n_iter,
-            **pacbayes_bounds(res.scale, theta, theta_init, m),
-        )
-    )
-    r.mark()
-    if s["magnitude"]:
-        res = sigma_search(metric, theta, magnitude=True, eps=s["eps"], **kw)
-        out.append(
-            r.result(
-                "pacbayes_mag_flatness",
-                1.0 / res.scale**2,
-                converged=res.converged,
-                sigma=res.scale,
-                deviation=res.deviation,
-                n_iter=res.n_iter,
-                **pacbayes_mag_bounds(res.scale, theta, theta_init, m, s["eps"]),
-            )
-        )
-    else:
-        out.append(
-            r.result("pacbayes_mag_flatness", math.nan, converged=False, skipped="magnitude=false")
-        )
-    obj.restore()
-    return tuple(out)
+    kw = dict(target=s["target"], tol=s["tol"], hi=s["sigma_max"], depth=s["depth"],
+              n_draws=s["n_draws"], seed=seed)  # fmt: skip
+
+    def search(magnitude: bool) -> tuple[SearchResult, dict]:
+        res = sigma_search(metric, theta, magnitude=magnitude, eps=s["eps"], **kw)
+        if magnitude:
+            return res, pacbayes_mag_bounds(res.scale, theta, theta_init, m, s["eps"])
+        return res, pacbayes_bounds(res.scale, theta, theta_init, m)
+
+    return _jiang_flatness(r, ("pacbayes_flatness", "pacbayes_mag_flatness"), "sigma", search)
 
 
 def sharpness_alpha(model, data, settings, seed, context) -> Results:
     r = MeasureRun("sharpness_alpha", model, data, settings, context)
     s, obj, theta = r.s, r.obj, r.obj.theta0
     metric = obj.error if s["metric"] == "error" else obj.loss
-    kw = dict(
-        target=s["target"],
-        tol=s["tol"],
-        lo=s["alpha_min"],
-        hi=s["alpha_max"],
-        depth=s["depth"],
-        n_restarts=s["n_restarts"],
-        n_steps=s["n_steps"],
-        seed=seed,
-    )
+    kw = dict(target=s["target"], tol=s["tol"], lo=s["alpha_min"], hi=s["alpha_max"],
+              depth=s["depth"], n_restarts=s["n_restarts"], n_steps=s["n_steps"],
+              seed=seed)  # fmt: skip
+
+    def search(magnitude: bool) -> tuple[SearchResult, dict]:
+        return alpha_search(
+            metric, obj.loss_grad, theta, magnitude=magnitude, eps=s["eps"], **kw
+        ), {}
+
+    return _jiang_flatness(r, ("sharpness_flatness", "sharpness_mag_flatness"), "alpha", search)
+
+
+def _jiang_flatness(
+    r: MeasureRun,
+    names: tuple[str, str],
+    scale_name: str,
+    search: Callable[[bool], tuple[SearchResult, dict]],
+) -> Results:
+    """Jiang's plain and magnitude-aware searches as ``1 / scale**2`` flatness results.
+
+    ``search(magnitude)`` runs one bisection and returns it with extra details (the PAC-Bayes
+    bounds); the magnitude-aware one is skipped when the settings say ``magnitude: false``.
+    """
     out = []
-    for name, mag in (("sharpness_flatness", False), ("sharpness_mag_flatness", True)):
+    for name, magnitude in zip(names, (False, True), strict=True):
         r.mark()
-        if mag and not s["magnitude"]:
+        if magnitude and not r.s["magnitude"]:
             out.append(r.result(name, math.nan, converged=False, skipped="magnitude=false"))
             continue
-        res = alpha_search(metric, obj.loss_grad, theta, magnitude=mag, eps=s["eps"], **kw)
-        out.append(
-            r.result(
-                name,
-                1.0 / res.scale**2,
-                converged=res.converged,
-                alpha=res.scale,
-                deviation=res.deviation,
-                n_iter=res.n_iter,
-            )
-        )
-    obj.restore()
+        res, extra = search(magnitude)
+        out.append(r.result(name, 1.0 / res.scale**2, converged=res.converged,
+                            **{scale_name: res.scale}, deviation=res.deviation,
+                            n_iter=res.n_iter, **extra))  # fmt: skip
+    r.obj.restore()
     return tuple(out)
 
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .objective import gaussian
+from ..core.objective import gaussian
 from .sharpness import LossGrad
 
 

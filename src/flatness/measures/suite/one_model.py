@@ -20,7 +20,7 @@ from torch import nn
 from flatness.io import to_jsonable
 from flatness.seeds import derive_seed
 
-from .base import MeasureContext, MeasureData, MeasureResult
+from ..core.interface import MeasureContext, MeasureData, MeasureResult
 from .registry import MEASURES
 from .settings import DEFAULTS, validate_settings
 

@@ -16,16 +16,16 @@ from typing import Any
 
 from torch import nn
 
-from .base import MeasureContext, MeasureData
+from ..algorithms.norms import norm_values
+from ..core.interface import MeasureContext, MeasureData
+from .bookkeeping import MeasureRun, Results
 from .hessian_measures import (
     hessian_eigen,
     hessian_trace,
     power_iteration_measure,
     spectral_density,
 )
-from .norms import norm_values
 from .perturbation_measures import keskar, local_entropy, pacbayes, rho_sharpness, sharpness_alpha
-from .runner import MeasureRun, Results
 
 Measure = Callable[[nn.Module, MeasureData, Mapping[str, Any], int, MeasureContext], Results]
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .objective import gaussian, generator
+from ..core.objective import gaussian, generator
 from .sharpness import LossGrad, projected_ascent
 
 Metric = Callable[[torch.Tensor], float]

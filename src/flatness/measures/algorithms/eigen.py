@@ -29,9 +29,9 @@ import numpy as np
 import scipy.linalg
 import torch
 
-from .blas import one_blas_thread
-from .objective import gaussian
-from .operators import Operator
+from ..core.blas import one_blas_thread
+from ..core.objective import gaussian
+from ..core.operators import Operator
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class LanczosProcess:
 
     def absorb(self, w: torch.Tensor) -> None:
         """Extend the basis with ``w = H q`` for ``q = current`` (computed here by ``step``, or
-        by a batched operator for many processes in lockstep, see ``group``)."""
+        by a batched operator for many processes in lockstep, see ``lockstep``)."""
         q = self.current
         alpha = float(torch.dot(q, w))
         w = w - alpha * q
@@ -174,7 +174,7 @@ def lanczos_eigen(
 class RitzTracker:
     """Which wanted Ritz values of one Lanczos run have converged, and after how many products.
 
-    Kept apart from the loop so that a batch of Lanczos runs in lockstep (``group``) applies the
+    Kept apart from the loop so that a batch of Lanczos runs in lockstep (``lockstep``) applies the
     very same stopping rule to each run as a lone run does.
     """
 

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import MeasureData
+from .interface import MeasureData
 
 
 @dataclass
