@@ -18,7 +18,7 @@ from collections.abc import Mapping
 
 from omegaconf import DictConfig
 
-from flatness.config import result_config
+from flatness.config import plain, result_config
 
 # Dotted keys a group may vary per run (flatness.grouped trains them exactly as alone).
 PER_RUN_KEYS = (
@@ -41,16 +41,17 @@ PER_RUN_KEYS = (
 )
 
 
-def group_key(cfg: DictConfig) -> str:
+def group_key(cfg: DictConfig | Mapping) -> str:
     """The hash of what runs of one group must share (the run config less ``PER_RUN_KEYS``)."""
-    c = result_config(cfg)
+    full = plain(cfg) if isinstance(cfg, DictConfig) else cfg
+    c = result_config(full)
     for dotted in PER_RUN_KEYS:
         *path, last = dotted.split(".")
         node = c
         for part in path:
             node = node.get(part, {})
         node.pop(last, None)
-    c["device"] = cfg.device  # bookkeeping for run ids, but one group runs on one device
+    c["device"] = full["device"]  # bookkeeping for run ids, but one group runs on one device
     return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:12]
 
 

@@ -1,11 +1,9 @@
+import functools
 import json
 import os
 import shlex
 import sys
 
-from omegaconf import OmegaConf
-
-from flatness.config import group_id
 from flatness.io import atomic_write_text
 from flatness.stages.figures import FIGURES
 
@@ -20,7 +18,7 @@ def run_overrides(wildcards):
 
 def measure_settings(run_id):
     """The run's measure settings as JSON: a change in conf/measures/ reruns the measure stage."""
-    return json.dumps(OmegaConf.to_container(STUDY.runs[run_id].config.measures), sort_keys=True)
+    return json.dumps(STUDY.runs[run_id].config["measures"], sort_keys=True)
 
 
 def measures_enabled():
@@ -46,14 +44,20 @@ def reparam_targets():
 LANDSCAPE = STUDY.stages.get("landscape") or {}
 
 
+@functools.cache
 def landscape_pair():
-    """Two runs of the landscape grid's first configuration that differ only in their seed."""
+    """Two runs of the landscape grid's first configuration that differ only in their seed (the
+    first pair in study order; seeds vary fastest there, so usually the grid's first two runs)."""
+    from flatness.config import group_id  # imports torch: only where the landscape rule is built
+
     grid = LANDSCAPE.get("grid")
-    runs = [r for r in STUDY.runs.values() if grid is None or grid in r.grids]
-    for first in runs:
-        twins = [r for r in runs if r is not first and group_id(r.config) == group_id(first.config)]
-        if twins:
-            return first.run_id, twins[0].run_id
+    first_of = {}
+    for r in STUDY.runs.values():
+        if grid is None or grid in r.grids:
+            gid = group_id(r.config)
+            if gid in first_of:
+                return first_of[gid], r.run_id
+            first_of[gid] = r.run_id
     raise ValueError(
         f"stages.landscape.grid={grid!r}: no configuration with two seeds; the landscape stage "
         "needs two runs that differ only in their seed"
