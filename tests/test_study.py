@@ -115,7 +115,7 @@ def test_the_cache_is_read_instead_of_expanding_and_rebuilt_when_corrupt(
     assert cached.runs == first.runs and cached.group_size == 2
     assert [r.config for r in cached.runs.values()] == [r.config for r in first.runs.values()]
 
-    path.write_text('{"format": 1, "runs": [')  # truncated
+    path.write_text('{"format": 2, "runs": [')  # truncated
     with pytest.warns(UserWarning, match="ignoring the unreadable study cache"):
         again = load_study("small", conf_dir=conf, cache_dir=cache)
     assert again.runs == first.runs and json.loads(path.read_text())["name"] == "small"

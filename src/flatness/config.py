@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from flatness.corruptions import CORRUPTION_TYPES
 from flatness.data import DATASET_NAMES
+from flatness.errors import ConfigError
 from flatness.models import MODEL_NAMES
 
 CONF_DIR = Path(os.environ.get("FLATNESS_CONF", Path(__file__).resolve().parents[2] / "conf"))
@@ -31,10 +32,6 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step", "exponential")
 TRACKING_MODES = ("offline", "online", "disabled")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-class ConfigError(ValueError):
-    """A config value that is not allowed; the message names key, value and what is allowed."""
 
 
 def compose_run(overrides: Sequence[str] = (), conf_dir: Path | None = None) -> DictConfig:

@@ -27,18 +27,21 @@ arguments, instead of expanding it again; a corrupt or stale cache is ignored an
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flatness.errors import ConfigError
 from flatness.study_checks import check_group_size, check_study
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -60,12 +63,13 @@ class Study:
     allow_gaps: bool
     description: str = ""
     group_size: int = 1  # runs trained (and measured) per process; see flatness.grouping
+    group_keys: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def groups(self) -> dict[str, list[str]]:
         """Which runs train together in one process (``group_size`` > 1): see flatness.grouping."""
         from flatness.grouping import make_groups
 
-        return make_groups(self.runs, self.group_size)
+        return make_groups(self.runs, self.group_size, keys=self.group_keys)
 
     def manifest(self) -> dict[str, Any]:
         """What later stages need to know about the study, written to ``manifest.json``."""
@@ -87,7 +91,8 @@ class Study:
 
     def to_data(self) -> dict[str, Any]:
         """Everything as plain JSON data (the cache format); ``from_data`` reads it back."""
-        runs = [[r.run_id, list(r.overrides), list(r.grids), r.config] for r in self.runs.values()]
+        runs = [[r.run_id, list(r.overrides), list(r.grids), r.config, self.group_keys[r.run_id]]
+                for r in self.runs.values()]  # fmt: skip
         return {"format": CACHE_FORMAT, "name": self.name, "grids": self.grids,
                 "stages": self.stages, "allow_gaps": self.allow_gaps,
                 "description": self.description, "group_size": self.group_size, "runs": runs}  # fmt: skip
@@ -96,9 +101,10 @@ class Study:
     def from_data(cls, d: Mapping[str, Any]) -> Study:
         if d.get("format") != CACHE_FORMAT:
             raise ValueError(f"cache format {d.get('format')!r}, expected {CACHE_FORMAT}")
-        runs = {rid: RunSpec(rid, tuple(o), tuple(g), c) for rid, o, g, c in d["runs"]}
+        runs = {rid: RunSpec(rid, tuple(o), tuple(g), c) for rid, o, g, c, _ in d["runs"]}
+        keys = {rid: str(key) for rid, *_, key in d["runs"]}
         return cls(str(d["name"]), runs, dict(d["grids"]), dict(d["stages"]),
-                   bool(d["allow_gaps"]), str(d["description"]), int(d["group_size"]))  # fmt: skip
+                   bool(d["allow_gaps"]), str(d["description"]), int(d["group_size"]), keys)  # fmt: skip
 
 
 def available_studies(conf_dir: Path | None = None) -> list[str]:
@@ -135,8 +141,6 @@ def load_study(
     conf_dir = Path(conf_dir or _conf_dir())
     known = available_studies(conf_dir)
     if name not in known:
-        from flatness.config import ConfigError
-
         raise ConfigError(f"study={name!r} is not a known study; allowed: {', '.join(known)}")
     study = None
     if cache_dir is not None:
@@ -149,8 +153,7 @@ def load_study(
 
             atomic_write_text(cache, json.dumps(study.to_data(), separators=(",", ":")))
     if group_size is not None:
-        study = Study(study.name, study.runs, study.grids, study.stages, study.allow_gaps,
-                      study.description, check_group_size(name, group_size))  # fmt: skip
+        study = dataclasses.replace(study, group_size=check_group_size(name, group_size))
     return study
 
 
@@ -178,10 +181,13 @@ def _expand(name: str, conf_dir: Path, results_dir: str) -> Study:
                 full = (*overrides, f"out_dir={results_dir}/{name}/runs/{rid}")
                 cfg["out_dir"] = full[-1].split("=", 1)[1]
                 runs[rid] = RunSpec(rid, full, grid_names, cfg)
+    from flatness.grouping import group_key
+
     grids = {g: grid.get("family", "other") for g, grid in spec["grids"].items()}
     group_size = check_group_size(name, spec.get("group_size", 1))
+    keys = {rid: group_key(r.config) for rid, r in runs.items()}
     return Study(name, runs, grids, spec.get("stages") or {}, bool(spec.get("allow_gaps", False)),
-                 str(spec.get("description", "")), group_size)  # fmt: skip
+                 str(spec.get("description", "")), group_size, keys)  # fmt: skip
 
 
 def _points(sweep: Mapping, seeds: Sequence[int]):
@@ -193,7 +199,7 @@ def _points(sweep: Mapping, seeds: Sequence[int]):
 
 def _run_config(expander, overrides: list[str], results_dir: str, name: str, where: str):
     """The validated config of one run and its run id; errors name the study and grid."""
-    from flatness.config import ConfigError, run_id, validate
+    from flatness.config import run_id, validate
 
     try:
         cfg = expander.config(overrides)
@@ -210,19 +216,23 @@ def _run_config(expander, overrides: list[str], results_dir: str, name: str, whe
 
 def _cache_key(name: str, conf_dir: Path, results_dir: str) -> str:
     """A hash of every input of the expansion: conf/ (all files), the flatness sources (validation
-    rules, run ids), Hydra's and OmegaConf's versions, the environment conf/ can read, the args."""
+    rules, run ids), Hydra's and OmegaConf's versions, the variables conf/ reads (``oc.env``)."""
     from importlib.metadata import version
 
     h = hashlib.sha256()
     h.update(json.dumps([CACHE_FORMAT, name, str(results_dir), version("hydra-core"),
                          version("omegaconf")]).encode())  # fmt: skip
-    h.update(json.dumps(sorted((k, v) for k, v in os.environ.items() if k.startswith("FLATNESS_")
-                               and k != "FLATNESS_CACHE")).encode())  # fmt: skip
+    env_names: set[str] = set()
     src = Path(__file__).resolve().parent
     for root in (Path(conf_dir), src):
         for path in sorted(root.rglob("*")):
             if path.is_file() and (root is not src or path.suffix == ".py"):
-                h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+                text = path.read_bytes()
+                h.update(str(path.relative_to(root)).encode() + b"\0" + text)
+                if root is not src:
+                    env_names.update(re.findall(rb"oc\.env:([A-Za-z_]\w*)", text))
+    names = sorted(n.decode() for n in env_names)
+    h.update(json.dumps([(n, os.environ.get(n)) for n in names]).encode())
     return h.hexdigest()[:16]
 
 
