@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from flatness.base import CONF_DIR, ConfigError
 from flatness.corruptions import CORRUPTION_TYPES
 from flatness.data import DATASET_NAMES
-from flatness.errors import ConfigError
 from flatness.models import MODEL_NAMES
-
-CONF_DIR = Path(os.environ.get("FLATNESS_CONF", Path(__file__).resolve().parents[2] / "conf"))
 
 # Keys that say where and how a run is recorded, not what it computes: left out of the run id.
 BOOKKEEPING_KEYS = ("out_dir", "device", "progress", "tracking", "measures", "hydra")

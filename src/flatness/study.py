@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from flatness.errors import ConfigError
+from flatness.base import CONF_DIR, ConfigError
 from flatness.study_checks import check_group_size, check_study
 
 CACHE_FORMAT = 2
@@ -108,13 +108,7 @@ class Study:
 
 
 def available_studies(conf_dir: Path | None = None) -> list[str]:
-    return sorted(p.stem for p in (Path(conf_dir or _conf_dir()) / "study").glob("*.yaml"))
-
-
-def _conf_dir() -> Path:
-    from flatness.config import CONF_DIR
-
-    return CONF_DIR
+    return sorted(p.stem for p in (Path(conf_dir or CONF_DIR) / "study").glob("*.yaml"))
 
 
 def _format(key: str, value: Any) -> str:
@@ -138,7 +132,7 @@ def load_study(
     ``group_size`` (not None) overrides the study's own (``snakemake --config group_size=16``).
     With ``cache_dir``, the expanded study is read from (or written to) a JSON file there, named by
     a hash of everything the expansion depends on."""
-    conf_dir = Path(conf_dir or _conf_dir())
+    conf_dir = Path(conf_dir or CONF_DIR)
     known = available_studies(conf_dir)
     if name not in known:
         raise ConfigError(f"study={name!r} is not a known study; allowed: {', '.join(known)}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from flatness.errors import ConfigError
+from flatness.base import ConfigError
 
 FAMILIES = ("random_labels", "regularizers", "width", "generalization", "other")
 STUDY_KEYS = (
