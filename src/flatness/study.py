@@ -146,6 +146,9 @@ def load_study(
             from flatness.io import atomic_write_text
 
             atomic_write_text(cache, json.dumps(study.to_data(), separators=(",", ":")))
+            for stale in cache.parent.glob(f"{name}-*.json"):  # older conf/ or sources
+                if stale != cache:
+                    stale.unlink(missing_ok=True)
     if group_size is not None:
         study = dataclasses.replace(study, group_size=check_group_size(name, group_size))
     return study
@@ -156,6 +159,7 @@ def _expand(name: str, conf_dir: Path, results_dir: str) -> Study:
     from omegaconf import OmegaConf
 
     from flatness.expand import Expander
+    from flatness.grouping import group_key
 
     with initialize_config_dir(str(conf_dir), version_base="1.3"):
         spec = OmegaConf.to_container(compose(config_name=f"study/{name}").study, resolve=True)
@@ -168,14 +172,13 @@ def _expand(name: str, conf_dir: Path, results_dir: str) -> Study:
             where = f"study {name}, grid {grid_name}"
             for point in _points(grid.get("sweep") or {}, grid.get("seeds", seeds)):
                 overrides = [*base, *grid.get("overrides", []), *point]
-                cfg, rid = _run_config(expander, overrides, results_dir, name, where)
+                cfg, rid = _run_config(expander, overrides, where)
                 previous = runs.get(rid)
                 grid_names = previous.grids if previous else ()
                 grid_names += () if grid_name in grid_names else (grid_name,)
                 full = (*overrides, f"out_dir={results_dir}/{name}/runs/{rid}")
                 cfg["out_dir"] = full[-1].split("=", 1)[1]
                 runs[rid] = RunSpec(rid, full, grid_names, cfg)
-    from flatness.grouping import group_key
 
     grids = {g: grid.get("family", "other") for g, grid in spec["grids"].items()}
     group_size = check_group_size(name, spec.get("group_size", 1))
@@ -191,7 +194,7 @@ def _points(sweep: Mapping, seeds: Sequence[int]):
             yield [*(_format(k, v) for k, v in zip(keys, values, strict=True)), f"seed={seed}"]
 
 
-def _run_config(expander, overrides: list[str], results_dir: str, name: str, where: str):
+def _run_config(expander, overrides: list[str], where: str):
     """The validated config of one run and its run id; errors name the study and grid."""
     from flatness.config import run_id, validate
 
