@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from flatness import study as study_module
-from flatness.config import CONF_DIR, ConfigError, compose_run, plain, run_id
+from flatness.config import CONF_DIR, ConfigError, compose_run, group_id, plain, run_id
 from flatness.study import available_studies, load_study
 
 REPO = Path(__file__).resolve().parents[1]
@@ -113,8 +113,10 @@ def test_the_cache_is_read_instead_of_expanding_and_rebuilt_when_corrupt(
         cached = load_study("small", conf_dir=conf, cache_dir=cache, group_size=2)
     assert cached.runs == first.runs and cached.group_size == 2
     assert [r.config for r in cached.runs.values()] == [r.config for r in first.runs.values()]
+    assert cached.group_keys == first.group_keys and cached.seedless_ids == first.seedless_ids
+    assert all(group_id(r.config) == first.seedless_ids[r.run_id] for r in first.runs.values())
 
-    path.write_text('{"format": 2, "runs": [')  # truncated
+    path.write_text('{"format": 3, "runs": [')  # truncated
     with pytest.warns(UserWarning, match="ignoring the unreadable study cache"):
         again = load_study("small", conf_dir=conf, cache_dir=cache)
     assert again.runs == first.runs and json.loads(path.read_text())["name"] == "small"

@@ -48,13 +48,11 @@ LANDSCAPE = STUDY.stages.get("landscape") or {}
 def landscape_pair():
     """Two runs of the landscape grid's first configuration that differ only in their seed (the
     first pair in study order; seeds vary fastest there, so usually the grid's first two runs)."""
-    from flatness.config import group_id  # imports torch: only where the landscape rule is built
-
     grid = LANDSCAPE.get("grid")
     first_of = {}
     for r in STUDY.runs.values():
         if grid is None or grid in r.grids:
-            gid = group_id(r.config)
+            gid = STUDY.seedless_ids[r.run_id]  # flatness.config.group_id, cached with the study
             if gid in first_of:
                 return first_of[gid], r.run_id
             first_of[gid] = r.run_id
