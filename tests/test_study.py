@@ -176,7 +176,11 @@ BAD_STUDIES = [
     (GRID + "stages:\n  topology: {}\n", "unknown key 'stages.topology'", "measures, reparam"),
     (GRID + "stages:\n  measures: 1\n", "stages.measures=1", "true or false"),
     (GRID + "group_size: 0\n", "group_size=0", "an integer >= 1"),
-    ("grids:\n  g:\n    sweep:\n      model.widht: [8]\n", "grid g", "model.widht"),
+    (
+        "grids:\n  g:\n    sweep:\n      model.widht: [8]\n",
+        "grid g: Could not override 'model.widht'",
+        "+model.widht=8",
+    ),
     (
         "grids:\n  g:\n    sweep:\n      model.width: [0]\n",
         "grid g: model.width=0",

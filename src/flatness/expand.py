@@ -19,6 +19,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from flatness.base import ConfigError
 from flatness.config import copy_data, plain, resolved
 
 
@@ -91,9 +92,9 @@ class _Variant:
             for depth, part in enumerate(v.parts[:-1]):
                 node = node.get(part) if isinstance(node, dict) else None
                 if not isinstance(node, dict):
-                    raise KeyError(_unknown(v, ".".join(v.parts[: depth + 1])))
+                    raise ConfigError(_unknown(v, ".".join(v.parts[: depth + 1])))
             if v.parts[-1] not in node:
-                raise KeyError(_unknown(v, v.key))
+                raise ConfigError(_unknown(v, v.key))
             if isinstance(node[v.parts[-1]], dict):  # Hydra merges onto a mapping: let it
                 return self._apply_with_omegaconf(values)
             node[v.parts[-1]] = copy_data(v.value)
