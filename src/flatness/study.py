@@ -14,8 +14,12 @@ its defaults list)::
         sweep:
           model.width: [8, 16, 32]
           data.corruption.fraction: [0.0, 0.15]
+    stages:                             # optional later stages (flatness.study_checks: schema)
+      measures: true
+      reparam: {grid: width, n_runs: 2, alphas: [0.1, 1.0, 10.0]}
+      landscape: {grid: width, bezier_steps: 300}
 
-Each grid is the product of its sweep values and the seeds; each point is composed with the run
+The whole file is validated before any run is expanded (``flatness.study_checks``). Each grid is the product of its sweep values and the seeds; each point is composed with the run
 config (``conf/config.yaml``) and validated, and its run id is the hash of the result-determining
 config. The Snakefile asks this module for the runs and never restates a grid.
 
