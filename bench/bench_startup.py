@@ -12,7 +12,8 @@ Each round runs, one after another (so machine load hits all alike), with the da
 - with ``--baseline-src``: the disabled run again with another source tree first on PYTHONPATH
   (e.g. the main checkout), so a change is measured against its baseline in the same rounds.
 
-Medians are printed side by side, then the heaviest top-level imports of the disabled run from
+Medians of wall-clock and CPU seconds (user + system of the child, which machine load
+inflates far less than wall time on a shared machine) are printed side by side, then the heaviest top-level imports of the disabled run from
 ``python -X importtime`` (what is imported and could be left out). The goal (issue 12): the
 training process costs at most ``import torch`` + 1.5 s.
 """
@@ -22,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -32,14 +34,19 @@ from pathlib import Path
 TRAIN = ("-m", "flatness.train", "train.epochs=1", "data.n_train=100", "progress=false")
 
 
-def wall(args: list[str], env: dict, src: Path | None = None) -> float:
+def wall(args: list[str], env: dict, src: Path | None = None) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of one child process."""
     if src is not None:
         env = env | {"PYTHONPATH": os.pathsep.join([str(src), env.get("PYTHONPATH", "")])}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed:\n{proc.stderr[-3000:]}")
-    return time.perf_counter() - started
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return seconds, cpu
 
 
 def top_imports(args: list[str], env: dict, n: int = 12) -> list[tuple[float, str]]:
@@ -57,7 +64,7 @@ def main() -> None:
     parser.add_argument("--baseline-src", type=Path, help="another checkout's src/ to compare")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-startup-"))
-    env = os.environ | {"FLATNESS_CACHE": str(tmp / "cache")}
+    env = os.environ | {"FLATNESS_CACHE": str(tmp / "cache"), "OMP_NUM_THREADS": "1"}
     env.pop("WANDB_MODE", None)
     run = lambda mode, i: [*TRAIN, f"tracking.mode={mode}", f"out_dir={tmp}/{mode}-{i}"]  # noqa: E731
     wall(run("disabled", "warmup"), env)  # generates and caches MNIST-1D once
@@ -72,15 +79,19 @@ def main() -> None:
         cases[name] = lambda i: run("disabled", f"baseline-{i}")
         sources[name] = args.baseline_src
         wall(cases[name]("warmup"), env, args.baseline_src)  # its own data cache key, if any
-    times: dict[str, list[float]] = {name: [] for name in cases}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for i in range(args.rounds):
         for name, argv in cases.items():
             times[name].append(wall(argv(i), env, sources[name]))
-    floor = statistics.median(times["python -c 'import torch'"])
-    print(f"{'process':34s} {'median':>8s} {'- torch':>8s}   all rounds (s)")
+    floor = [statistics.median(t[k] for t in times["python -c 'import torch'"]) for k in (0, 1)]
+    print(
+        f"{'process':42s} {'wall':>6s} {'- torch':>8s} {'cpu':>6s} {'- torch':>8s}   wall, all rounds"
+    )
     for name, ts in times.items():
-        med = statistics.median(ts)
-        print(f"{name:34s} {med:8.2f} {med - floor:+8.2f}   {' '.join(f'{t:.2f}' for t in ts)}")
+        wall_s, cpu_s = (statistics.median(t[k] for t in ts) for k in (0, 1))
+        rounds = " ".join(f"{t[0]:.2f}" for t in ts)
+        print(f"{name:42s} {wall_s:6.2f} {wall_s - floor[0]:+8.2f} {cpu_s:6.2f} "
+              f"{cpu_s - floor[1]:+8.2f}   {rounds}")  # fmt: skip
     print("\nheaviest top-level imports of the disabled run (-X importtime, cumulative s):")
     for seconds, name in top_imports(run("disabled", "imports"), env):
         print(f"  {seconds:6.2f}  {name}")

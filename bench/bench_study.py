@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -61,9 +62,15 @@ def timed(fn):
 
 
 def process(cmd: list[str], cwd: Path, env: dict) -> tuple[float, subprocess.CompletedProcess]:
+    """Wall seconds of a child process; its CPU seconds land in ``proc.cpu`` (less affected by
+    machine load than wall time on a shared machine)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=3600)
-    return time.perf_counter() - started, proc
+    seconds = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    proc.cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return seconds, proc
 
 
 def main() -> None:
@@ -86,7 +93,7 @@ def main() -> None:
     env = os.environ | {"FLATNESS_CONF": str(conf), "WANDB_MODE": "disabled"}
     code = ("from flatness.study import load_study; "
             f"load_study('paper_scale', conf_dir={str(conf)!r}, cache_dir={str(cache)!r})")  # fmt: skip
-    job, _ = process([sys.executable, "-c", code], tmp, env)
+    job, job_proc = process([sys.executable, "-c", code], tmp, env)
     bare, _ = process([sys.executable, "-c", "pass"], tmp, env)
     print(
         f"study: {len(study.runs)} runs, {len(groups)} groups of <= 16, cache {size / 1e6:.1f} MB"
@@ -96,13 +103,14 @@ def main() -> None:
     )
     print(f"load_study cached:             {cached:7.2f} s")
     print(f"groups (size 16), cached load: {grouping:7.2f} s")
-    print(f"process: import + cached load: {job:7.2f} s  (bare python: {bare:.2f} s)")
+    print(f"process: import + cached load: {job:7.2f} s  (cpu {job_proc.cpu:.2f} s; bare python: "
+          f"{bare:.2f} s)")  # fmt: skip
     if args.runs_only:
         return
 
     imports = "import flatness.study, flatness.io, flatness.stages.figures"
-    parse, _ = process([sys.executable, "-c", imports], tmp, env)
-    print(f"Snakefile imports (process):   {parse:7.2f} s")
+    parse, parse_proc = process([sys.executable, "-c", imports], tmp, env)
+    print(f"Snakefile imports (process):   {parse:7.2f} s  (cpu {parse_proc.cpu:.2f} s)")
     for group_size in args.group_sizes:
         work = tmp / f"work-{group_size}"
         work.mkdir()
@@ -113,7 +121,7 @@ def main() -> None:
             jobs = re.findall(r"^total\s+(\d+)", proc.stdout + proc.stderr, flags=re.M)
             status = "ok" if proc.returncode == 0 else f"rc={proc.returncode}"
             print(f"snakemake -n group_size={group_size:<3} {label}: {seconds:7.2f} s  "
-                  f"({jobs[0] if jobs else '?'} jobs, {status})")  # fmt: skip
+                  f"(cpu {proc.cpu:.2f} s; {jobs[0] if jobs else '?'} jobs, {status})")  # fmt: skip
             if proc.returncode != 0:
                 print((proc.stdout + proc.stderr)[-2000:])
                 break
