@@ -173,6 +173,11 @@ BAD_STUDIES = [
         "stages.landscape.grid='nope'",
         "null (all runs)",
     ),
+    (
+        GRID + "stages:\n  landscape:\n    n_pairs: 0\n",
+        "stages.landscape.n_pairs=0",
+        "an integer >= 1",
+    ),
     (GRID + "stages:\n  topology: {}\n", "unknown key 'stages.topology'", "measures, reparam"),
     (GRID + "stages:\n  measures: 1\n", "stages.measures=1", "true or false"),
     (GRID + "group_size: 0\n", "group_size=0", "an integer >= 1"),

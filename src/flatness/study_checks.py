@@ -45,6 +45,7 @@ _STAGE_RULES: dict[str, dict[str, tuple[Callable[[Any], bool], str] | None]] = {
     "landscape": {
         "grid": None,
         "bezier_steps": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+        "n_pairs": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),  # seed pairs joined
     },
 }
 
