@@ -2,7 +2,8 @@
 
     python bench/bench_startup.py              # 3 rounds, ~1-2 minutes on 2 cores
     python bench/bench_startup.py --rounds 5
-    python bench/bench_startup.py --baseline-src /work/main/src   # also another checkout's code
+    python bench/bench_startup.py --baseline-src /tmp/base/src    # also another checkout (its conf/
+                                                                  # beside src/), e.g. from git archive
 
 Each round runs, one after another (so machine load hits all alike), with the data cache warm:
 
