@@ -16,8 +16,13 @@ from flatness.study import load_study
 configfile: os.path.join(workflow.basedir, "workflow/config.yaml")
 
 
+# Expanded once, then read from a JSON cache by every Snakemake process (each SLURM job parses
+# this file again): the cache is named by a hash of conf/, the flatness sources and these arguments.
 STUDY = load_study(
-    config["study"], results_dir=config["results"], group_size=config.get("group_size")
+    config["study"],
+    results_dir=config["results"],
+    group_size=config.get("group_size"),
+    cache_dir=".snakemake/flatness/studies",
 )
 R = f"{config['results']}/{STUDY.name}"
 RUN_DIR = f"{R}/runs/{{run_id}}"

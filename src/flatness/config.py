@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from flatness.base import CONF_DIR, ConfigError
 from flatness.corruptions import CORRUPTION_TYPES
 from flatness.data import DATASET_NAMES
 from flatness.models import MODEL_NAMES
-
-CONF_DIR = Path(os.environ.get("FLATNESS_CONF", Path(__file__).resolve().parents[2] / "conf"))
 
 # Keys that say where and how a run is recorded, not what it computes: left out of the run id.
 BOOKKEEPING_KEYS = ("out_dir", "device", "progress", "resume", "tracking", "measures", "hydra")
@@ -31,10 +29,6 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "cosine", "step", "exponential")
 TRACKING_MODES = ("offline", "online", "disabled")
 DEVICES = ("auto", "cpu", "cuda")
-
-
-class ConfigError(ValueError):
-    """A config value that is not allowed; the message names key, value and what is allowed."""
 
 
 def compose_run(overrides: Sequence[str] = (), conf_dir: Path | None = None) -> DictConfig:
@@ -57,9 +51,39 @@ def resolved(cfg: DictConfig) -> DictConfig:
     return out
 
 
-def result_config(cfg: DictConfig) -> dict[str, Any]:
+def plain(cfg: DictConfig | Mapping) -> dict[str, Any]:
+    """A config as plain, resolved data (a fresh copy: the caller's config is never changed)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return copy_data(cfg)
+
+
+def copy_data(obj: Any) -> Any:
+    """A deep copy of plain config data (dicts, lists, scalars); much faster than copy.deepcopy."""
+    kind = type(obj)
+    if kind is dict or (kind not in _SCALARS and isinstance(obj, Mapping)):
+        return {k: copy_data(v) for k, v in obj.items()}
+    if kind is list or kind is tuple:
+        return [copy_data(v) for v in obj]
+    return obj
+
+
+_SCALARS = frozenset((str, int, float, bool, type(None)))
+
+
+def select(c: Mapping, key: str, default: Any = None) -> Any:
+    """``c["a"]["b"]`` for ``key`` ``"a.b"`` in plain config data; ``default`` when missing."""
+    node: Any = c
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def result_config(cfg: DictConfig | Mapping) -> dict[str, Any]:
     """The part of a config that determines a run's results (everything but bookkeeping)."""
-    c = OmegaConf.to_container(cfg, resolve=True)
+    c = plain(cfg)
     for key in BOOKKEEPING_KEYS:
         c.pop(key, None)
     for section, key in BOOKKEEPING_SUBKEYS:
@@ -71,12 +95,12 @@ def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def run_id(cfg: DictConfig) -> str:
+def run_id(cfg: DictConfig | Mapping) -> str:
     """Hash of the result-determining config: names the run folder, so stale results can't be reused."""
     return _digest(result_config(cfg))
 
 
-def group_id(cfg: DictConfig) -> str:
+def group_id(cfg: DictConfig | Mapping) -> str:
     """The run id with the seed removed: seeds of one configuration share a W&B group."""
     c = result_config(cfg)
     c.pop("seed", None)
@@ -133,11 +157,14 @@ _RULES: dict[str, tuple[tuple[type, ...], bool, Check, str]] = {
 }
 
 
-def validate(cfg: DictConfig) -> None:
-    """Raise ``ConfigError`` for the first value of the wrong type or out of range."""
+def validate(cfg: DictConfig | Mapping) -> None:
+    """Raise ``ConfigError`` for the first value of the wrong type or out of range.
+
+    Works on plain data (a study expands thousands of runs as dicts); a DictConfig is converted."""
+    c = plain(cfg) if isinstance(cfg, DictConfig) else cfg
     for key, (types, nullable, ok, allowed) in _RULES.items():
-        value = OmegaConf.select(cfg, key, default="<missing>")
-        if isinstance(value, str) and value == "<missing>":
+        value = select(c, key, default=_MISSING)
+        if value is _MISSING:
             raise ConfigError(f"{key} is missing from the config; allowed: {allowed}")
         if value is None and nullable:
             continue
@@ -145,32 +172,37 @@ def validate(cfg: DictConfig) -> None:
         type_ok = isinstance(value, types) and (bool in types or not is_bool)
         if not type_ok or not ok(value):
             raise ConfigError(f"{key}={value!r} is not allowed; allowed: {allowed}")
-    if cfg.data.name in ("mnist", "cifar10") and cfg.data.root is None:
+    data = c["data"]
+    if data["name"] in ("mnist", "cifar10") and data.get("root") is None:
         raise ConfigError(
-            f"data.root=None is not allowed for data.name={cfg.data.name}; allowed: a local folder "
+            f"data.root=None is not allowed for data.name={data['name']}; allowed: a local folder "
             "in torchvision's layout (or set FLATNESS_DATA_ROOT)"
         )
-    if cfg.data.n_train is not None:
-        check_batch_size(cfg, int(cfg.data.n_train))
-    _validate_measures(cfg)
+    if data.get("n_train") is not None:
+        check_batch_size(c, int(data["n_train"]))
+    _validate_measures(c["measures"])
 
 
-def check_batch_size(cfg: DictConfig, n_train: int) -> None:
+def check_batch_size(cfg: DictConfig | Mapping, n_train: int) -> None:
     """A batch larger than the training set would silently train full-batch while the config and
     the tables record the larger size; called by ``validate`` (``data.n_train`` set) and again
     right after the data set is loaded (its actual size)."""
-    if cfg.train.batch_size > n_train:
+    batch = cfg["train"]["batch_size"]  # item access works on DictConfig and plain dicts alike
+    if batch > n_train:
         raise ConfigError(
-            f"train.batch_size={cfg.train.batch_size} is not allowed: the training set has "
-            f"{n_train} examples (data.n_train={cfg.data.n_train}); allowed: an integer in "
+            f"train.batch_size={batch} is not allowed: the training set has "
+            f"{n_train} examples (data.n_train={cfg['data'].get('n_train')}); allowed: an integer in "
             f"[1, {n_train}]"
         )
 
 
-def _validate_measures(cfg: DictConfig) -> None:
+_MISSING = object()
+
+
+def _validate_measures(measures: Mapping) -> None:
     from flatness.measures import validate_settings
 
     try:
-        validate_settings(OmegaConf.to_container(cfg.measures, resolve=True))
+        validate_settings(measures)
     except ValueError as err:
         raise ConfigError(str(err)) from err

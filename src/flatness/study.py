@@ -14,39 +14,50 @@ its defaults list)::
         sweep:
           model.width: [8, 16, 32]
           data.corruption.fraction: [0.0, 0.15]
+    stages:                             # optional later stages (flatness.study_checks: schema)
+      measures: true
+      reparam: {grid: width, n_runs: 2, alphas: [0.1, 1.0, 10.0]}
+      landscape: {grid: width, bezier_steps: 300}
 
-Each grid is the product of its sweep values and the seeds; each point is composed with the run
+The whole file is validated before any run is expanded (``flatness.study_checks``). Each grid is the product of its sweep values and the seeds; each point is composed with the run
 config (``conf/config.yaml``) and validated, and its run id is the hash of the result-determining
 config. The Snakefile asks this module for the runs and never restates a grid.
+
+Expansion composes with Hydra once per structural variant (``flatness.expand``) and keeps run
+configs as plain dicts. Every Snakemake process (each SLURM job parses the Snakefile again) reads
+the expanded study from a JSON cache keyed by a hash of ``conf/``, the flatness sources and the
+arguments, instead of expanding it again; a corrupt or stale cache is ignored and rebuilt.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import gc
+import hashlib
 import itertools
+import json
+import os
+import re
 from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from flatness.base import CONF_DIR, ConfigError
+from flatness.study_checks import check_group_size, check_study
 
-from flatness.config import CONF_DIR, ConfigError, resolved, run_id, validate
-
-FAMILIES = ("random_labels", "regularizers", "width", "generalization", "other")
-STUDY_KEYS = (
-    "name", "description", "seeds", "overrides", "grids", "stages", "allow_gaps", "group_size",
-)  # fmt: skip
-GRID_KEYS = ("family", "overrides", "sweep", "seeds")
+CACHE_FORMAT = 3
 
 
 @dataclass(frozen=True)
 class RunSpec:
-    """One run of a study: the Hydra overrides that define it and the grids it belongs to."""
+    """One run of a study: the Hydra overrides that define it, its grids and resolved config."""
 
     run_id: str
     overrides: tuple[str, ...]
     grids: tuple[str, ...]
-    config: DictConfig = field(compare=False, repr=False)
+    config: dict[str, Any] = field(compare=False, repr=False)  # plain data, as compose_run gives
 
 
 @dataclass(frozen=True)
@@ -58,12 +69,14 @@ class Study:
     allow_gaps: bool
     description: str = ""
     group_size: int = 1  # runs trained (and measured) per process; see flatness.training.grouping
+    group_keys: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    seedless_ids: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def groups(self) -> dict[str, list[str]]:
         """Which runs train together in one process (``group_size`` > 1): see flatness.training.grouping."""
         from flatness.training.grouping import make_groups
 
-        return make_groups(self.runs, self.group_size)
+        return make_groups(self.runs, self.group_size, keys=self.group_keys)
 
     def manifest(self) -> dict[str, Any]:
         """What later stages need to know about the study, written to ``manifest.json``."""
@@ -83,6 +96,25 @@ class Study:
         names = {g for g, fam in self.grids.items() if fam == family}
         return [r for r in self.runs.values() if names.intersection(r.grids)]
 
+    def to_data(self) -> dict[str, Any]:
+        """Everything as plain JSON data (the cache format); ``from_data`` reads it back."""
+        runs = [[r.run_id, list(r.overrides), list(r.grids), r.config, self.group_keys[r.run_id],
+                 self.seedless_ids[r.run_id]] for r in self.runs.values()]  # fmt: skip
+        return {"format": CACHE_FORMAT, "name": self.name, "grids": self.grids,
+                "stages": self.stages, "allow_gaps": self.allow_gaps,
+                "description": self.description, "group_size": self.group_size, "runs": runs}  # fmt: skip
+
+    @classmethod
+    def from_data(cls, d: Mapping[str, Any]) -> Study:
+        if d.get("format") != CACHE_FORMAT:
+            raise ValueError(f"cache format {d.get('format')!r}, expected {CACHE_FORMAT}")
+        runs = {rid: RunSpec(rid, tuple(o), tuple(g), c) for rid, o, g, c, *_ in d["runs"]}
+        keys = {rid: str(key) for rid, *_, key, _ in d["runs"]}
+        seedless = {rid: str(sid) for rid, *_, sid in d["runs"]}
+        return cls(str(d["name"]), runs, dict(d["grids"]), dict(d["stages"]),
+                   bool(d["allow_gaps"]), str(d["description"]), int(d["group_size"]), keys,
+                   seedless)  # fmt: skip
+
 
 def available_studies(conf_dir: Path | None = None) -> list[str]:
     return sorted(p.stem for p in (Path(conf_dir or CONF_DIR) / "study").glob("*.yaml"))
@@ -98,51 +130,73 @@ def _format(key: str, value: Any) -> str:
 
 
 def load_study(
-    name: str, conf_dir: Path | None = None, results_dir: str = "results", group_size=None
+    name: str,
+    conf_dir: Path | None = None,
+    results_dir: str = "results",
+    group_size=None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> Study:
     """Compose ``conf/study/<name>.yaml`` and expand it into validated runs (no work is started).
 
-    ``group_size`` (not None) overrides the study's own (``snakemake --config group_size=16``)."""
-    from hydra import compose, initialize_config_dir
-
+    ``group_size`` (not None) overrides the study's own (``snakemake --config group_size=16``).
+    With ``cache_dir``, the expanded study is read from (or written to) a JSON file there, named by
+    a hash of everything the expansion depends on."""
     conf_dir = Path(conf_dir or CONF_DIR)
     known = available_studies(conf_dir)
     if name not in known:
         raise ConfigError(f"study={name!r} is not a known study; allowed: {', '.join(known)}")
+    study = None
+    if cache_dir is not None:
+        cache = Path(cache_dir) / f"{name}-{_cache_key(name, conf_dir, results_dir)}.json"
+        study = _read_cache(cache)
+    if study is None:
+        with _no_gc():
+            study = _expand(name, conf_dir, results_dir)
+        if cache_dir is not None:
+            from flatness.io import atomic_write_text
+
+            atomic_write_text(cache, json.dumps(study.to_data(), separators=(",", ":")))
+            for stale in cache.parent.glob(f"{name}-*.json"):  # older conf/ or sources
+                if stale != cache:
+                    stale.unlink(missing_ok=True)
+    if group_size is not None:
+        study = dataclasses.replace(study, group_size=check_group_size(name, group_size))
+    return study
+
+
+def _expand(name: str, conf_dir: Path, results_dir: str) -> Study:
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from flatness.config import group_id
+    from flatness.expand import Expander
+    from flatness.training.grouping import group_key
+
     with initialize_config_dir(str(conf_dir), version_base="1.3"):
-        spec = compose(config_name=f"study/{name}").study
-        _check_keys(f"study {name}", spec, STUDY_KEYS)
-        seeds = list(spec.get("seeds") or [0])
+        spec = OmegaConf.to_container(compose(config_name=f"study/{name}").study, resolve=True)
+        check_study(name, spec)
+        expander = Expander(lambda o: compose(config_name="config", overrides=o), conf_dir)
+        seeds = spec.get("seeds", [0])
         base = [*spec.get("overrides", []), f"tracking.study={name}"]
         runs: dict[str, RunSpec] = {}
-        grids: dict[str, str] = {}
-        cache: dict[tuple[str, ...], DictConfig] = {}
-        for grid_name, grid in (spec.get("grids") or {}).items():
-            _check_keys(f"study {name}, grid {grid_name}", grid, GRID_KEYS)
-            family = grid.get("family", "other")
-            if family not in FAMILIES:
-                raise ConfigError(
-                    f"study {name}, grid {grid_name}: family={family!r} is not allowed; "
-                    f"allowed: {', '.join(FAMILIES)}"
-                )
-            grids[grid_name] = family
-            for point in _points(grid.get("sweep") or {}, grid.get("seeds") or seeds):
+        for grid_name, grid in spec["grids"].items():
+            where = f"study {name}, grid {grid_name}"
+            for point in _points(grid.get("sweep") or {}, grid.get("seeds", seeds)):
                 overrides = [*base, *grid.get("overrides", []), *point]
-                cfg = _compose(compose, overrides, f"study {name}, grid {grid_name}", cache)
-                rid = run_id(cfg)
+                cfg, rid = _run_config(expander, overrides, where)
                 previous = runs.get(rid)
-                grid_names = (*previous.grids, grid_name) if previous else (grid_name,)
+                grid_names = previous.grids if previous else ()
+                grid_names += () if grid_name in grid_names else (grid_name,)
                 full = (*overrides, f"out_dir={results_dir}/{name}/runs/{rid}")
-                runs[rid] = RunSpec(rid, tuple(full), grid_names, cfg)
-    stages = OmegaConf.to_container(spec.get("stages") or {}, resolve=True)
-    group_size = spec.get("group_size", 1) if group_size is None else group_size
-    if isinstance(group_size, bool) or not isinstance(group_size, int) or group_size < 1:
-        raise ConfigError(
-            f"study {name}: group_size={group_size!r} is not allowed; allowed: an integer >= 1 "
-            "(1: one process per run)"
-        )
-    return Study(name, runs, grids, stages, bool(spec.get("allow_gaps", False)),
-                 str(spec.get("description", "")), group_size)  # fmt: skip
+                cfg["out_dir"] = full[-1].split("=", 1)[1]
+                runs[rid] = RunSpec(rid, full, grid_names, cfg)
+
+    grids = {g: grid.get("family", "other") for g, grid in spec["grids"].items()}
+    group_size = check_group_size(name, spec.get("group_size", 1))
+    keys = {rid: group_key(r.config) for rid, r in runs.items()}
+    seedless = {rid: group_id(r.config) for rid, r in runs.items()}
+    return Study(name, runs, grids, spec.get("stages") or {}, bool(spec.get("allow_gaps", False)),
+                 str(spec.get("description", "")), group_size, keys, seedless)  # fmt: skip
 
 
 def _points(sweep: Mapping, seeds: Sequence[int]):
@@ -152,36 +206,69 @@ def _points(sweep: Mapping, seeds: Sequence[int]):
             yield [*(_format(k, v) for k, v in zip(keys, values, strict=True)), f"seed={seed}"]
 
 
-def _compose(compose, overrides: list[str], where: str, cache: dict) -> DictConfig:
-    """Compose a run config; Hydra composes once per set of non-value overrides (config-group
-    choices, ``+``/``~`` edits), and plain ``key=value`` overrides are merged onto that (about 50x
-    faster for paper-scale grids, same result: both parse values with the same YAML grammar)."""
-    structural = tuple(o for o in overrides if not _is_value_override(o))
-    values = [o for o in overrides if _is_value_override(o)]
+def _run_config(expander, overrides: list[str], where: str):
+    """The validated config of one run and its run id; errors name the study and grid."""
+    from flatness.config import run_id, validate
+
     try:
-        if structural not in cache:
-            cache[structural] = compose(config_name="config", overrides=list(structural))
-        cfg = cache[structural].copy()
-        for override in values:  # one at a time, so an unknown key is named by struct mode
-            cfg.merge_with(OmegaConf.from_dotlist([override]))
-        cfg = resolved(cfg)
+        cfg = expander.config(overrides)
         validate(cfg)
     except ConfigError as err:
         raise ConfigError(f"{where}: {err}") from err
-    except Exception as err:  # Hydra's own errors (unknown key, bad override syntax)
+    except Exception as err:  # Hydra's and our override errors (unknown key, bad syntax)
         raise ConfigError(f"{where}: {type(err).__name__}: {err}") from err
-    return cfg
+    return cfg, run_id(cfg)
 
 
-def _is_value_override(override: str) -> bool:
-    """``a.b=value``: a plain value assignment (not a group choice like ``optim=adam``)."""
-    key = override.split("=", 1)[0]
-    return "." in key and not key.startswith(("+", "~")) and "hydra" not in key
+# ---- the cache ---------------------------------------------------------------------------------
 
 
-def _check_keys(where: str, node: DictConfig, allowed: Sequence[str]) -> None:
-    unknown = [k for k in node if k not in allowed]
-    if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r}; allowed keys: {', '.join(allowed)}"
-        )
+def _cache_key(name: str, conf_dir: Path, results_dir: str) -> str:
+    """A hash of every input of the expansion: conf/ (all files), the flatness sources (validation
+    rules, run ids), Hydra's and OmegaConf's versions, the variables conf/ reads (``oc.env``)."""
+    from importlib.metadata import version
+
+    h = hashlib.sha256()
+    h.update(json.dumps([CACHE_FORMAT, name, str(results_dir), version("hydra-core"),
+                         version("omegaconf")]).encode())  # fmt: skip
+    env_names: set[str] = set()
+    src = Path(__file__).resolve().parent
+    for root in (Path(conf_dir), src):
+        for path in sorted(root.rglob("*")):
+            if path.is_file() and (root is not src or path.suffix == ".py"):
+                text = path.read_bytes()
+                h.update(str(path.relative_to(root)).encode() + b"\0" + text)
+                if root is not src:
+                    env_names.update(re.findall(rb"oc\.env:([A-Za-z_]\w*)", text))
+    names = sorted(n.decode() for n in env_names)
+    h.update(json.dumps([(n, os.environ.get(n)) for n in names]).encode())
+    return h.hexdigest()[:16]
+
+
+def _read_cache(path: Path) -> Study | None:
+    """The cached study, or None when there is none or it cannot be read (then it is rebuilt)."""
+    try:
+        with open(path) as f, _no_gc():
+            return Study.from_data(json.load(f))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        import warnings
+
+        warnings.warn(f"ignoring the unreadable study cache {path} ({err}); rebuilding it",
+                      stacklevel=3)  # fmt: skip
+        return None
+
+
+@contextmanager
+def _no_gc():
+    """Expanding or parsing a big study builds ~10^6 small objects that all live on, and each
+    allocation counts toward another pass over the whole heap: pausing the cyclic collector
+    meanwhile saves seconds (cycles, e.g. Hydra's, are collected once it runs again)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()

@@ -1,11 +1,9 @@
+import functools
 import json
 import os
 import shlex
 import sys
 
-from omegaconf import OmegaConf
-
-from flatness.config import group_id
 from flatness.io import atomic_write_text
 from flatness.stages.figures import FIGURES
 
@@ -20,7 +18,7 @@ def run_overrides(wildcards):
 
 def measure_settings(run_id):
     """The run's measure settings as JSON: a change in conf/measures/ reruns the measure stage."""
-    return json.dumps(OmegaConf.to_container(STUDY.runs[run_id].config.measures), sort_keys=True)
+    return json.dumps(STUDY.runs[run_id].config["measures"], sort_keys=True)
 
 
 def measures_enabled():
@@ -46,14 +44,18 @@ def reparam_targets():
 LANDSCAPE = STUDY.stages.get("landscape") or {}
 
 
+@functools.cache
 def landscape_pair():
-    """Two runs of the landscape grid's first configuration that differ only in their seed."""
+    """Two runs of the landscape grid's first configuration that differ only in their seed (the
+    first pair in study order; seeds vary fastest there, so usually the grid's first two runs)."""
     grid = LANDSCAPE.get("grid")
-    runs = [r for r in STUDY.runs.values() if grid is None or grid in r.grids]
-    for first in runs:
-        twins = [r for r in runs if r is not first and group_id(r.config) == group_id(first.config)]
-        if twins:
-            return first.run_id, twins[0].run_id
+    first_of = {}
+    for r in STUDY.runs.values():
+        if grid is None or grid in r.grids:
+            gid = STUDY.seedless_ids[r.run_id]  # flatness.config.group_id, cached with the study
+            if gid in first_of:
+                return first_of[gid], r.run_id
+            first_of[gid] = r.run_id
     raise ValueError(
         f"stages.landscape.grid={grid!r}: no configuration with two seeds; the landscape stage "
         "needs two runs that differ only in their seed"
@@ -63,16 +65,12 @@ def landscape_pair():
 def extra_mode_pairs():
     """Disjoint seed pairs beyond landscape_pair(), from every configuration of the landscape
     grid, up to stages.landscape.n_pairs pairs in all: mode connectivity gets an interval."""
-    n_pairs = LANDSCAPE.get("n_pairs", 3)
-    if not isinstance(n_pairs, int) or isinstance(n_pairs, bool) or n_pairs < 1:
-        raise ValueError(
-            f"study {STUDY.name}: stages.landscape.n_pairs={n_pairs!r}; allowed: an integer >= 1"
-        )
+    n_pairs = LANDSCAPE.get("n_pairs", 3)  # validated with the study (flatness.study_checks)
     grid, first = LANDSCAPE.get("grid"), set(landscape_pair())
     by_config = {}
     for r in STUDY.runs.values():
         if (grid is None or grid in r.grids) and r.run_id not in first:
-            by_config.setdefault(group_id(r.config), []).append(r.run_id)
+            by_config.setdefault(STUDY.seedless_ids[r.run_id], []).append(r.run_id)
     pairs = [(ids[i], ids[i + 1]) for ids in by_config.values() for i in range(0, len(ids) - 1, 2)]
     return pairs[: n_pairs - 1]
 

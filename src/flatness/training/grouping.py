@@ -15,10 +15,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-
-from omegaconf import DictConfig
-
-from flatness.config import result_config
+from typing import Any
 
 # Dotted keys a group may vary per run (the stacked engine trains them exactly as alone).
 PER_RUN_KEYS = (
@@ -41,22 +38,31 @@ PER_RUN_KEYS = (
 )
 
 
-def group_key(cfg: DictConfig) -> str:
-    """The hash of what runs of one group must share (the run config less ``PER_RUN_KEYS``)."""
-    c = result_config(cfg)
+def group_key(cfg: Any) -> str:
+    """The hash of what runs of one group must share (the run config less ``PER_RUN_KEYS``).
+
+    ``cfg``: a run config, plain data or a DictConfig (imported here, not at the top: a
+    Snakemake process that reads a cached study groups it without importing torch)."""
+    from flatness.config import plain, result_config
+
+    full = plain(cfg)
+    c = result_config(full)
     for dotted in PER_RUN_KEYS:
         *path, last = dotted.split(".")
         node = c
         for part in path:
             node = node.get(part, {})
         node.pop(last, None)
-    c["device"] = cfg.device  # bookkeeping for run ids, but one group runs on one device
+    c["device"] = full["device"]  # bookkeeping for run ids, but one group runs on one device
     return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:12]
 
 
-def make_groups(runs: Mapping, size: int) -> dict[str, list[str]]:
+def make_groups(
+    runs: Mapping, size: int, keys: Mapping[str, str] | None = None
+) -> dict[str, list[str]]:
     """Group name -> run ids, for ``runs`` (run id -> spec with ``.config``) in their order.
 
+    ``keys`` (run id -> ``group_key``), where given, saves hashing every config again.
     With ``size`` 1 every run is its own group. A key with k runs is split into ceil(k / size)
     groups of near-equal size (16 runs with size 12 give 8 + 8, not 12 + 4).
     """
@@ -64,7 +70,8 @@ def make_groups(runs: Mapping, size: int) -> dict[str, list[str]]:
         raise ValueError(f"group_size={size!r} is not allowed; allowed: an integer >= 1")
     buckets: dict[str, list[str]] = {}
     for rid, spec in runs.items():
-        buckets.setdefault(group_key(spec.config), []).append(rid)
+        key = keys[rid] if keys and rid in keys else group_key(spec.config)
+        buckets.setdefault(key, []).append(rid)
     groups: dict[str, list[str]] = {}
     for members in buckets.values():
         n_groups = math.ceil(len(members) / size)

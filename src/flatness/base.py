@@ -1,0 +1,13 @@
+"""What every module may import at no cost: where conf/ is and the config error.
+
+Kept free of heavy imports so that reading a cached study (every Snakemake process does, once per
+SLURM job) never pays for importing torch, Hydra or OmegaConf."""
+
+import os
+from pathlib import Path
+
+CONF_DIR = Path(os.environ.get("FLATNESS_CONF", Path(__file__).resolve().parents[2] / "conf"))
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed; the message names key, value and what is allowed."""
