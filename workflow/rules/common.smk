@@ -1,3 +1,4 @@
+import glob
 import json
 import os
 import shlex
@@ -7,7 +8,7 @@ from omegaconf import OmegaConf
 
 from flatness.config import group_id
 from flatness.io import atomic_write_text
-from flatness.stages.figures import FIGURES
+from flatness.stages import figures as figure_stage
 
 PYTHON = shlex.quote(sys.executable)  # jobs use the interpreter that runs Snakemake
 
@@ -86,18 +87,20 @@ def run_files(name):
 
 
 def figure_names():
-    families = set(STUDY.grids.values())
-    return [name for name, (family, _) in FIGURES.items() if family in families]
+    stages = {s for s in figure_stage.STAGES if STUDY.stages.get(s)}
+    return figure_stage.figure_names(set(STUDY.grids.values()), stages)
+
+
+def figure_category(name):
+    return figure_stage.category(name)
 
 
 def figure_targets():
-    return [f"{R}/figures/{name}.png" for name in figure_names()]
+    """Every figure and the captions the report shows under them."""
+    return [f"{R}/figures/{name}.png" for name in figure_names()] + [f"{R}/captions"]
 
 
-def landscape_figure(name, caption):
-    return report(
-        f"{R}/figures/{name}.png", caption=caption_file(caption), category="topology"
-    )
+CAPTION_TEMPLATES = sorted(glob.glob(os.path.join(workflow.basedir, "workflow/report/*.rst")))
 
 
 def caption_file(name):
