@@ -189,3 +189,10 @@ def test_landscape_figures_write_pngs(tmp_path):
     assert all(_is_png(p) for p in outputs)
     with pytest.raises(ValueError, match="paths"):
         lf.interpolation_curves({}, tmp_path / "empty.png")
+
+
+def test_figures_stage_rejects_an_unknown_figure_before_reading_anything(tmp_path):
+    from flatness.stages.figures import draw
+
+    with pytest.raises(ValueError, match=r"nope\.png.*allowed: learning_curves"):
+        draw(tmp_path, [tmp_path / "width.png", tmp_path / "nope.png"])  # no table.csv there

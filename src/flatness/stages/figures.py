@@ -161,14 +161,15 @@ def rows_for(table: pd.DataFrame, manifest: dict, source: str) -> pd.DataFrame:
 
 
 def draw(results: Path, paths: list[Path]) -> list[Path]:
+    unknown = [str(p) for p in paths if Path(p).stem not in FIGURES]
+    if unknown:  # before any figure is drawn
+        raise ValueError(f"figures {unknown} are not known (the file name picks the figure); "
+                         f"allowed: {', '.join(FIGURES)}")  # fmt: skip
     table = pd.read_csv(results / "table.csv")
     manifest = read_json(results / "manifest.json")
     done = []
     for path in paths:
-        name = Path(path).stem
-        if name not in FIGURES:
-            raise ValueError(f"figure {name!r} is not known; allowed: {', '.join(FIGURES)}")
-        source, draw_one = FIGURES[name]
+        source, draw_one = FIGURES[Path(path).stem]
         done.append(draw_one(rows_for(table, manifest, source), results, Path(path)))
     return done
 
