@@ -391,3 +391,34 @@ def test_analyze_counts_missing_runs_and_writes_the_reproduction_table(tmp_path)
     assert list(rows["claim"]) == ["a", "b", "c"] and set(rows["outcome"]) <= set(vd.OUTCOMES)
     assert rows.loc[2, "n used/missing/diverged"] == "14/2/1"
     assert rows.loc[2, "paper"].startswith("Zhang")
+
+
+def test_captions_render_the_given_templates_with_their_verdicts(tmp_path):
+    """The captions stage reads verdicts.json and the template files it is given (the rule's
+    inputs): an edited template shows up, a figure's claims are appended, others are not."""
+    from flatness.stages.captions import main as captions_main
+
+    verdicts = [vd.test_error_grows(_corruption(1.0, 3))]
+    vd.write_verdicts(verdicts, tmp_path / "verdicts.json")
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "corruption_sweep.rst").write_text("Edited sweep caption.\n")
+    (tmp_path / "t" / "width.rst").write_text("Width caption.\n")
+    captions_main([str(tmp_path), *map(str, sorted((tmp_path / "t").glob("*.rst")))])
+    sweep = (tmp_path / "captions" / "corruption_sweep.rst").read_text()
+    assert sweep.startswith("Edited sweep caption.") and f"(c): {verdicts[0].summary}" in sweep
+    assert (tmp_path / "captions" / "width.rst").read_text() == "Width caption.\n"
+    with pytest.raises(ValueError, match=r"notes\.txt.*\.rst"):
+        captions_main([str(tmp_path), str(tmp_path / "notes.txt")])
+
+
+def test_row_selection_is_shared_and_drops_unconverged_and_diverged_runs():
+    from flatness.analysis.rows import correlation_rows, family_rows
+
+    table = pd.DataFrame({
+        "run_id": ["a", "b", "c", "d"], "grids": ["gen", "gen", "gen;rl", "rl"],
+        "status": ["ok", "ok", "diverged", "ok"], "train.target_train_loss": 0.01,
+        "stopped_by": ["target_train_loss", "max_epochs", "diverged", "target_train_loss"],
+    })  # fmt: skip
+    manifest = {"grids": {"gen": "generalization", "rl": "random_labels"}}
+    assert list(family_rows(table, manifest, "generalization")["run_id"]) == ["a", "b", "c"]
+    assert list(correlation_rows(table, manifest)["run_id"]) == ["a"]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from flatness.analysis.correlation import correlation_table
+from flatness.analysis.correlation import correlation_points, correlation_table
 from flatness.plotting import correlation_figures as cf
 from flatness.plotting import figures as fg
 
@@ -103,12 +104,44 @@ def test_correlation_figures_write_pngs(tmp_path):
     corr = correlation_table(
         table, measures, axes=["model.width", "train.batch_size"], n_boot=50, n_mc=10
     )
+    points = correlation_points(table, measures, "gen_gap")
     outputs = [
-        cf.measure_scatter(table, measures, tmp_path / "scatter.png", correlations=corr),
-        cf.measure_scatter(table, measures[:1], tmp_path / "scatter_hue.png", hue="model.width"),
+        cf.measure_scatter(points, corr, tmp_path / "scatter.png"),
         cf.correlation_bars(corr, tmp_path / "bars.png"),
     ]
     assert all(_is_png(p) for p in outputs)
+    with pytest.raises(ValueError, match="measure_value"):
+        cf.measure_scatter(points.drop(columns="measure_value"), corr, tmp_path / "bad.png")
+
+
+def test_scatter_points_are_the_points_tau_was_computed_on():
+    """The analyze stage writes the points; their count per measure is the n of its tau, and
+    Kendall tau recomputed on them is the tau of the table (figures draw, never recompute)."""
+    from flatness.analysis.correlation import kendall_tau
+
+    table = _table()
+    table.loc[table.index[:7], "m.norm"] = np.nan  # a measure with missing values
+    measures = ["m.sharpness", "m.norm"]
+    corr = correlation_table(table, measures, n_boot=0, n_mc=0, n_perm=0).set_index("measure")
+    points = correlation_points(table, measures, "gen_gap")
+    for measure, mine in points.groupby("measure"):
+        assert len(mine) == corr.loc[measure, "n_configs"]
+        tau = kendall_tau(mine["measure_value"], mine["target_value"])
+        assert tau == pytest.approx(corr.loc[measure, "tau"], abs=1e-12)
+
+
+def test_many_panel_scatter_wraps_into_a_grid(tmp_path):
+    """30 measures: 6 panels a row, 5 rows, not one 16,800-pixel-wide row."""
+    from PIL import Image
+
+    table = _table()
+    measures = [f"m.copy{i}" for i in range(30)]
+    for i, m in enumerate(measures):
+        table[m] = table["m.sharpness"] * (i + 1)
+    corr = correlation_table(table, measures, n_boot=0, n_mc=0, n_perm=0)
+    points = correlation_points(table, measures, "gen_gap")
+    width, height = Image.open(cf.measure_scatter(points, corr, tmp_path / "s.png")).size
+    assert width < 3500 and height < 2500 and width / height < 2.5
 
 
 def test_histories_from_table(tmp_path):
@@ -142,14 +175,24 @@ def test_landscape_figures_write_pngs(tmp_path):
     with torch.random.fork_rng():
         torch.manual_seed(0)
         a, b = (nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3)) for _ in range(2))
-    line = ls.linear_interpolation(a, b, x, y, n_points=5)
-    bez = ls.bezier_curve(a, b, x, y, steps=25, n_points=5)
+    # the figures draw what the landscape stage wrote: the results' JSON form, read back
+    line = json.loads(json.dumps(ls.linear_interpolation(a, b, x, y, n_points=5).to_dict()))
+    bez = json.loads(json.dumps(ls.bezier_curve(a, b, x, y, steps=25, n_points=5).to_dict()))
     outputs = [
         lf.interpolation_curves({"a -> b": line, "b -> a": line}, tmp_path / "interp.png"),
-        lf.surface_1d({"a": ls.loss_surface_1d(a, x, y, n_points=5)}, tmp_path / "s1.png"),
-        lf.surface_2d(ls.loss_surface_2d(a, x, y, n_points=4), tmp_path / "s2.png"),
+        lf.surface_1d(
+            {"a": ls.loss_surface_1d(a, x, y, n_points=5).to_dict()}, tmp_path / "s1.png"
+        ),
+        lf.surface_2d(ls.loss_surface_2d(a, x, y, n_points=4).to_dict(), tmp_path / "s2.png"),
         lf.bezier_vs_linear(bez, tmp_path / "bezier.png"),
     ]
     assert all(_is_png(p) for p in outputs)
     with pytest.raises(ValueError, match="paths"):
         lf.interpolation_curves({}, tmp_path / "empty.png")
+
+
+def test_figures_stage_rejects_an_unknown_figure_before_reading_anything(tmp_path):
+    from flatness.stages.figures import draw
+
+    with pytest.raises(ValueError, match=r"nope\.png.*allowed: learning_curves"):
+        draw(tmp_path, [tmp_path / "width.png", tmp_path / "nope.png"])  # no table.csv there

@@ -74,6 +74,10 @@ def test_smoke_study_writes_the_output_contract(smoke_run):
     assert {"learning_curves", "corruption_sweep", "regularizers", "width", "loss_spread",
             "flatness_scatter", "flatness_correlations", "reparam_measures", "dinh_flip",
             "interpolation", "bezier", "spectral_density"} <= figures  # fmt: skip
+    points = pd.read_csv(results / "correlation_points.csv")
+    gap = correlations[correlations["target"] == "gen_gap"].set_index("measure")["n_configs"]
+    drawn = points[points["target"] == "gen_gap"].groupby("measure").size()
+    assert drawn.reindex(gap.index, fill_value=0).tolist() == gap.tolist()  # tau's n = points
     reparam = json.loads((results / "reparam" / "summary.json").read_text())
     assert reparam["dinh_models"] and "verdicts" not in reparam  # numbers only: analysis decides
     captions = (results / "captions" / "width.rst").read_text()
@@ -103,3 +107,20 @@ def test_figures_rebuild_from_results_alone(smoke_run):
     cmd = [sys.executable, "-m", "flatness.stages.figures", str(results), str(target)]
     subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     assert target.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_forcerun_figures_redraws_every_figure(smoke_run):
+    """The figures rule alone draws every figure, from files: forcing it rewrites every PNG and
+    runs no other rule."""
+    workdir, results = smoke_run
+    before = {p.name: p.stat().st_mtime_ns for p in (results / "figures").glob("*.png")}
+    proc = snakemake(workdir, "--cores", "1", "--forcerun", "figures", "--config", "study=smoke")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stats = proc.stdout + proc.stderr
+    start = stats.index("Job stats")
+    jobs = stats[start : stats.index("total", start)]
+    assert "figures" in jobs and not any(r in jobs for r in ("reparam", "landscape", "analyze"))
+    after = {p.name: p.stat().st_mtime_ns for p in (results / "figures").glob("*.png")}
+    assert after.keys() == before.keys() and len(after) >= 16
+    assert [name for name in before if after[name] <= before[name]] == []

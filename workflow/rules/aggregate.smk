@@ -42,13 +42,13 @@ rule analyze:
         landscape=landscape_targets(),
     output:
         correlations=f"{R}/correlations.csv",
+        points=f"{R}/correlation_points.csv",
         verdicts=f"{R}/verdicts.json",
         reproduction=report(
             f"{R}/reproduction.csv",
             caption="../report/reproduction.rst",
             category="0. Reproduction table",
         ),
-        captions=directory(f"{R}/captions"),
     params:
         python=PYTHON,
         results=lambda wildcards, input: os.path.dirname(input.table),

@@ -1,11 +1,12 @@
 import functools
+import glob
 import json
 import os
 import shlex
 import sys
 
 from flatness.io import atomic_write_text
-from flatness.stages.figures import FIGURES
+from flatness.stages import figure_list
 
 PYTHON = shlex.quote(sys.executable)  # jobs use the interpreter that runs Snakemake
 
@@ -84,18 +85,20 @@ def run_files(name):
 
 
 def figure_names():
-    families = set(STUDY.grids.values())
-    return [name for name, (family, _) in FIGURES.items() if family in families]
+    stages = {s for s in figure_list.STAGES if STUDY.stages.get(s)}
+    return figure_list.figure_names(set(STUDY.grids.values()), stages)
+
+
+def figure_category(name):
+    return figure_list.category(name)
 
 
 def figure_targets():
-    return [f"{R}/figures/{name}.png" for name in figure_names()]
+    """Every figure and the captions the report shows under them."""
+    return [f"{R}/figures/{name}.png" for name in figure_names()] + [f"{R}/captions"]
 
 
-def landscape_figure(name, caption):
-    return report(
-        f"{R}/figures/{name}.png", caption=caption_file(caption), category="topology"
-    )
+CAPTION_TEMPLATES = sorted(glob.glob(os.path.join(workflow.basedir, "workflow/report/*.rst")))
 
 
 def caption_file(name):

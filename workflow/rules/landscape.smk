@@ -1,5 +1,5 @@
 rule landscape:
-    """Interpolations, filter-normalized surfaces, Bezier curves and spectral density."""
+    """Interpolations, filter-normalized surfaces, Bezier curves and spectral density (numbers)."""
     input:
         a=lambda wildcards: f"{R}/runs/{landscape_pair()[0]}/measures.json",
         b=lambda wildcards: f"{R}/runs/{landscape_pair()[1]}/measures.json",
@@ -8,11 +8,6 @@ rule landscape:
         ],
     output:
         landscape=f"{R}/landscape/landscape.json",
-        interpolation=landscape_figure("interpolation", "interpolation"),
-        surface_1d=landscape_figure("surface_1d", "surface_1d"),
-        surface_2d=landscape_figure("surface_2d", "surface_2d"),
-        bezier=landscape_figure("bezier", "bezier"),
-        spectral_density=landscape_figure("spectral_density", "spectral_density"),
     params:
         python=PYTHON,
         results=lambda wildcards, output: os.path.dirname(os.path.dirname(output.landscape)),

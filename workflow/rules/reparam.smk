@@ -21,27 +21,12 @@ rule reparam:
 
 
 rule reparam_summary:
-    """Invariance verdicts, figures and Dinh's flip for the study."""
+    """Measured invariance of every measure and Dinh's flip for the study (numbers only)."""
     input:
         table=f"{R}/table.csv",
         reparam=[f"{R}/runs/{rid}/reparam.json" for rid in reparam_runs()],
     output:
         summary=f"{R}/reparam/summary.json",
-        measures=report(
-            f"{R}/figures/reparam_measures.png",
-            caption=caption_file("reparam_measures"),
-            category="reparameterization",
-        ),
-        verdicts=report(
-            f"{R}/figures/reparam_verdicts.png",
-            caption=caption_file("reparam_verdicts"),
-            category="reparameterization",
-        ),
-        flip=report(
-            f"{R}/figures/dinh_flip.png",
-            caption=caption_file("dinh_flip"),
-            category="reparameterization",
-        ),
     params:
         python=PYTHON,
         results=lambda wildcards, input: os.path.dirname(input.table),

@@ -48,6 +48,7 @@ CORRELATION_COLUMNS = (
     "tau_p_less",
     "n_undefined_psi_resamples",
 )
+POINT_COLUMNS = ("measure", "target", "group_id", "measure_value", "target_value", "n_runs")
 MIN_PSI_CELLS = 3  # an axis needs this many cells where it varies for a Psi interval
 
 
@@ -136,9 +137,7 @@ def correlation_table(
     rng = np.random.default_rng(seed)
     rows = []
     for measure in measures:
-        finite = table[np.isfinite(table[measure].astype(float))]
-        finite = finite[np.isfinite(finite[target].astype(float))]
-        configs = config_means(finite, [measure, target], axes)
+        configs = finite_config_means(table, measure, target, axes)
         row = {"measure": measure, "target": target, **_correlate(configs, measure, target, axes)}
         row.update(_bootstrap(configs, measure, target, axes, n_boot, ci, rng))
         row["tau_measure_sd"] = _measure_noise_sd(configs, measure, target, n_mc, rng)
@@ -152,6 +151,31 @@ def correlation_table(
     columns = [*CORRELATION_COLUMNS, *(f"psi_{a}" for a in axes), *(f"cells_{a}" for a in axes),
                "n_configs", "n_runs"]  # fmt: skip
     return pd.DataFrame(rows).reindex(columns=columns)
+
+
+def finite_config_means(
+    table: pd.DataFrame, measure: str, target: str, axes: Sequence[str] = ()
+) -> pd.DataFrame:
+    """Configuration means of ``measure`` and ``target`` over the runs where both are finite:
+    the points each measure's tau is computed on."""
+    finite = table[np.isfinite(table[measure].astype(float))]
+    finite = finite[np.isfinite(finite[target].astype(float))]
+    return config_means(finite, [measure, target], axes)
+
+
+def correlation_points(table: pd.DataFrame, measures: Sequence[str], target: str) -> pd.DataFrame:
+    """Long table (measure, target, group_id, measure_value, target_value, n_runs): the points
+    behind each measure's tau, written by the analyze stage so the scatter draws exactly them."""
+    _require_columns(table, ["group_id", target, *measures], "table")
+    frames = []
+    for measure in measures:
+        configs = finite_config_means(table, measure, target)
+        frames.append(pd.DataFrame({
+            "measure": measure, "target": target, "group_id": configs["group_id"],
+            "measure_value": configs[measure], "target_value": configs[target],
+            "n_runs": configs["n_runs"],
+        }))  # fmt: skip
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=POINT_COLUMNS)
 
 
 def write_correlations(correlations: pd.DataFrame, path: str | os.PathLike) -> Path:

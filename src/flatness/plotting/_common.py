@@ -48,11 +48,6 @@ def require_rows(df: pd.DataFrame, what: str) -> None:
         raise ValueError(f"no rows to plot for {what}")
 
 
-def ok_runs(table: pd.DataFrame) -> pd.DataFrame:
-    """Runs that finished (status 'ok'); diverged runs are left out of every figure."""
-    return table[table["status"] == "ok"].copy() if "status" in table.columns else table.copy()
-
-
 def short(column: str) -> str:
     """Axis label for a dotted key: ``data.corruption.fraction`` -> ``corruption fraction``."""
     parts = column.split(".")

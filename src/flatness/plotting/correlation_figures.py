@@ -1,54 +1,62 @@
 """Flatness-vs-generalization figures: measure vs gap scatter, and tau / Psi bars with CIs.
 
-The scatter shows configuration means (seeds averaged), the same units the correlations use, so
-the tau in each panel's title is the tau of the points drawn.
+Both draw what the analyze stage wrote and compute no statistic: the scatter shows the
+configuration means each tau was computed on (``correlation_points.csv``), so the tau and n in
+each panel's title are those of the points drawn.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.figure import Figure
 
-from flatness.analysis.correlation import config_means, kendall_tau
 from flatness.plotting._common import new_figure, require_columns, require_rows, save_png, short
 
 
 def measure_scatter(
-    table: pd.DataFrame,
-    measures: Sequence[str],
+    points: pd.DataFrame,
+    correlations: pd.DataFrame,
     path: str | os.PathLike,
     target: str = "gen_gap",
-    hue: str | None = None,
-    correlations: pd.DataFrame | None = None,
+    ncols: int = 6,
 ) -> Path:
-    """One panel per measure: configuration-mean measure (log x if positive) vs ``target``.
+    """One panel per measure of ``correlations``: its configuration means (log x if positive and
+    spread over a decade) vs ``target``, wrapped ``ncols`` panels to a row.
 
-    The title carries tau (and its CI when ``correlations``, the correlation_table output, is
-    given; otherwise tau is computed here on the points shown).
+    Draws the points and tau the analyze stage wrote (``correlation_points.csv``,
+    ``correlations.csv``), so each title's tau, CI and n belong to the points drawn.
     """
-    if not measures:
-        raise ValueError("measures=[] is empty; pass at least one 'm.<name>' column")
-    require_columns(table, ["group_id", target, *measures, *([hue] if hue else [])])
-    fig, axes = new_figure(len(measures), width=4.0)
-    for ax, measure in zip(axes, measures, strict=True):
-        finite = table[
-            np.isfinite(table[measure].astype(float)) & np.isfinite(table[target].astype(float))
-        ]
-        configs = config_means(finite, [measure, target], [hue] if hue else [])
-        require_rows(configs, f"measure {measure!r}")
-        sns.scatterplot(data=configs, x=measure, y=target, hue=hue, ax=ax, s=25)
-        if (configs[measure] > 0).all() and configs[measure].max() > 10 * configs[measure].min():
+    require_columns(points, ["measure", "target", "measure_value", "target_value"], "points")
+    require_columns(correlations, ["measure", "target", "tau", "tau_ci_low", "tau_ci_high",
+                                   "n_configs"], "correlations")  # fmt: skip
+    points = points[points["target"] == target]
+    corr = correlations[correlations["target"] == target].reset_index(drop=True)
+    require_rows(corr, f"correlations with target {target!r}")
+    if ncols < 1:
+        raise ValueError(f"ncols={ncols!r} must be >= 1")
+    ncols = min(ncols, len(corr))
+    nrows = -(-len(corr) // ncols)
+    fig = Figure(figsize=(3.2 * ncols, 2.8 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (_, row) in zip(axes, corr.iterrows(), strict=False):
+        mine = points[points["measure"] == row["measure"]]
+        ax.set(xlabel=short(row["measure"]), ylabel=target.replace("_", " "))
+        ax.set_title(_tau_title(row), fontsize=9)
+        if mine.empty:
+            ax.text(0.5, 0.5, "no finite values", ha="center", transform=ax.transAxes)
+            continue
+        sns.scatterplot(data=mine, x="measure_value", y="target_value", ax=ax, s=25)
+        x = mine["measure_value"]
+        if (x > 0).all() and x.max() > 10 * x.min():
             ax.set_xscale("log")
-        ax.set(
-            xlabel=short(measure),
-            ylabel=target.replace("_", " "),
-            title=_tau_title(configs, measure, target, correlations),
-        )
+        ax.set(xlabel=short(row["measure"]), ylabel=target.replace("_", " "))
+    for ax in axes[len(corr) :]:
+        ax.set_visible(False)
     return save_png(fig, path)
 
 
@@ -95,14 +103,6 @@ def correlation_bars(correlations: pd.DataFrame, path: str | os.PathLike) -> Pat
     return save_png(fig, path)
 
 
-def _tau_title(configs: pd.DataFrame, measure: str, target: str, correlations) -> str:
-    if correlations is not None:
-        row = correlations[
-            (correlations["measure"] == measure) & (correlations["target"] == target)
-        ]
-        if len(row):
-            r = row.iloc[0]
-            ci = f"[{r['tau_ci_low']:.2f}, {r['tau_ci_high']:.2f}]"
-            return f"tau={r['tau']:.2f} {ci}, n={int(r['n_configs'])}"
-    tau = kendall_tau(configs[measure], configs[target]) if len(configs) > 1 else float("nan")
-    return f"tau={tau:.2f}, n={len(configs)}"
+def _tau_title(row: pd.Series) -> str:
+    ci = f"[{row['tau_ci_low']:.2f}, {row['tau_ci_high']:.2f}]"
+    return f"tau={row['tau']:.2f} {ci}, n={int(row['n_configs'])}"

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from flatness.analysis.rows import ok_runs
 from flatness.plotting._common import (
     new_figure,
-    ok_runs,
     require_columns,
     require_rows,
     save_png,

@@ -1,6 +1,8 @@
-"""Topology figures from ``flatness.landscape`` results: paths, 1-D / 2-D surfaces, Bezier vs line.
+"""Topology figures from ``landscape/landscape.json``: paths, 1-D / 2-D surfaces, Bezier vs line.
 
-Each takes result objects (or mappings label -> result, drawn as one line each) and a PNG path.
+Each takes the results as the landscape stage wrote them (the ``to_dict()`` form of
+``flatness.landscape``'s results: plain lists and floats; a mapping label -> result is drawn as one
+line each) and a PNG path, so the figures rule draws them from the file alone.
 Accuracy is drawn dashed on a twin axis where it is part of the claim (paths), so a loss bump that
 does not change predictions is visible as such.
 """
@@ -14,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import seaborn as sns
 
-from flatness.landscape import BezierResult, PathResult, Surface1D, Surface2D
 from flatness.plotting._common import new_figure, save_png
 
 
 def interpolation_curves(
-    paths: Mapping[str, PathResult], path: str | os.PathLike, log_y: bool = False
+    paths: Mapping[str, Mapping], path: str | os.PathLike, log_y: bool = False
 ) -> Path:
     """Loss (solid) and accuracy (dashed, right axis) along each path, e.g. init->solution and
     solution->solution; the legend carries each path's barrier."""
@@ -29,8 +30,9 @@ def interpolation_curves(
     for color, (label, res) in zip(
         sns.color_palette(n_colors=len(paths)), paths.items(), strict=True
     ):
-        ax.plot(res.t, res.loss, color=color, label=f"{label} (barrier {res.barrier:.3g})")
-        acc_ax.plot(res.t, res.acc, color=color, ls="--", alpha=0.6)
+        t, loss, acc = _floats(res, "t", "loss", "acc")
+        ax.plot(t, loss, color=color, label=f"{label} (barrier {res['barrier']:.3g})")
+        acc_ax.plot(t, acc, color=color, ls="--", alpha=0.6)
     for t in (0, 1):
         ax.axvline(t, color="grey", lw=0.6, ls=":")
     if log_y:
@@ -41,46 +43,47 @@ def interpolation_curves(
     return save_png(fig, path)
 
 
-def surface_1d(surfaces: Mapping[str, Surface1D], path: str | os.PathLike) -> Path:
+def surface_1d(surfaces: Mapping[str, Mapping], path: str | os.PathLike) -> Path:
     """Li et al. 1-D plots: loss along a filter-normalized direction, one line per model."""
     _nonempty(surfaces, "surfaces")
     fig, (ax,) = new_figure(width=5.0)
     for label, s in surfaces.items():
-        ax.plot(s.alphas, s.loss, label=label)
+        ax.plot(*_floats(s, "alphas", "loss"), label=label)
     ax.set(xlabel="alpha (filter-normalized direction)", ylabel="loss", title="1-D loss surface")
     ax.legend(fontsize="small")
     return save_png(fig, path)
 
 
-def surface_2d(surface: Surface2D, path: str | os.PathLike, levels: int = 20) -> Path:
+def surface_2d(surface: Mapping, path: str | os.PathLike, levels: int = 20) -> Path:
     """Li et al. 2-D contour plot of the loss around the solution (marked at the origin)."""
     fig, (ax,) = new_figure(width=5.0, height=4.4)
-    loss = np.asarray(surface.loss).T  # contour wants [beta, alpha]
+    loss = np.asarray(surface["loss"], dtype=float).T  # contour wants [beta, alpha]
+    alphas, betas = surface["alphas"], surface["betas"]
     positive = (loss > 0).all()
     z = np.log10(loss) if positive else loss
-    cs = ax.contourf(surface.alphas, surface.betas, z, levels=levels, cmap="viridis")
-    ax.contour(surface.alphas, surface.betas, z, levels=levels, colors="white", linewidths=0.3)
+    cs = ax.contourf(alphas, betas, z, levels=levels, cmap="viridis")
+    ax.contour(alphas, betas, z, levels=levels, colors="white", linewidths=0.3)
     fig.colorbar(cs, ax=ax, label="log10 loss" if positive else "loss")
     ax.plot([0], [0], marker="*", color="red", ms=10)
     ax.set(xlabel="alpha", ylabel="beta", title="2-D loss surface (filter-normalized)")
     return save_png(fig, path)
 
 
-def bezier_vs_linear(result: BezierResult, path: str | os.PathLike) -> Path:
+def bezier_vs_linear(result: Mapping, path: str | os.PathLike) -> Path:
     """Garipov et al.: loss along the trained Bezier curve and the straight segment (left), and
     the curve's training loss per SGD step (right)."""
     fig, axes = new_figure(2)
-    for res, label in [(result.linear, "linear"), (result.curve, "Bezier curve")]:
-        axes[0].plot(
-            res.t, res.loss, marker="o", ms=3, label=f"{label} (barrier {res.barrier:.3g})"
-        )
+    for res, label in [(result["linear"], "linear"), (result["curve"], "Bezier curve")]:
+        axes[0].plot(*_floats(res, "t", "loss"), marker="o", ms=3,
+                     label=f"{label} (barrier {res['barrier']:.3g})")  # fmt: skip
     axes[0].set(xlabel="t", ylabel="loss", title="Mode connectivity")
     axes[0].legend(fontsize="small")
-    steps = np.arange(1, len(result.train_loss) + 1)
-    axes[1].plot(steps, result.train_loss, alpha=0.3, lw=0.8)
+    train_loss = np.asarray(result["train_loss"], dtype=float)
+    steps = np.arange(1, len(train_loss) + 1)
+    axes[1].plot(steps, train_loss, alpha=0.3, lw=0.8)
     if len(steps) >= 20:
         k = max(1, len(steps) // 20)
-        smooth = np.convolve(result.train_loss, np.ones(k) / k, mode="valid")
+        smooth = np.convolve(train_loss, np.ones(k) / k, mode="valid")
         axes[1].plot(steps[k - 1 :], smooth, color="black", lw=1.2, label=f"mean of {k} steps")
         axes[1].legend(fontsize="small")
     axes[1].set(xlabel="SGD step", ylabel="minibatch loss, t ~ U(0,1)", title="Curve training")
@@ -90,3 +93,8 @@ def bezier_vs_linear(result: BezierResult, path: str | os.PathLike) -> Path:
 def _nonempty(mapping: Mapping, name: str) -> None:
     if not isinstance(mapping, Mapping) or not mapping:
         raise ValueError(f"{name} must be a non-empty mapping of label -> result, got {mapping!r}")
+
+
+def _floats(result: Mapping, *keys: str) -> list[np.ndarray]:
+    """The named lists as float arrays (a JSON null, a non-finite loss, becomes NaN: a gap)."""
+    return [np.asarray(result[k], dtype=float) for k in keys]

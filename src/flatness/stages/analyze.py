@@ -8,9 +8,13 @@ stages when the study has them) and writes:
   runs of the study's ``generalization`` grids that reached their stopping criterion;
 - ``verdicts.json``: each claim the study's families can test, with its verdict (reproduced,
   contradicted, inconclusive) computed from the data and the numbers behind it;
+- ``correlation_points.csv``: the configuration means each measure's tau was computed on (the
+  points the flatness scatter draws, so the figure shows exactly what the verdict used);
 - ``reproduction.csv``: the reproduction table the report opens with (claim, paper and its
-  number, our number with interval, outcome, the design's power);
-- ``captions/<figure>.rst``: each figure's report caption with the verdicts of its claims.
+  number, our number with interval, outcome, the design's power).
+
+Row selection (families, finished and converged runs) comes from ``flatness.analysis.rows``, the
+same functions the figures use. The captions stage turns ``verdicts.json`` into figure captions.
 
 By hand: ``python -m flatness.stages.analyze results/<study>``.
 """
@@ -24,10 +28,15 @@ from pathlib import Path
 import pandas as pd
 
 from flatness.analysis import verdicts as v
-from flatness.analysis.correlation import correlation_table, write_correlations
+from flatness.analysis.correlation import (
+    POINT_COLUMNS,
+    correlation_points,
+    correlation_table,
+    write_correlations,
+)
+from flatness.analysis.rows import correlation_rows, family_rows, missing_runs
 from flatness.io import read_json
-from flatness.stages.captions import write_captions, write_reproduction_table
-from flatness.stages.figures import family_rows
+from flatness.stages.captions import write_reproduction_table
 
 # The sign of tau with the gap that "flatter generalizes better" predicts: +1 for sharpness-like
 # measures (larger = sharper), -1 where larger means flatter or better separated. lambda_min says
@@ -54,35 +63,26 @@ def swept_axes(table: pd.DataFrame) -> list[str]:
     return axes
 
 
-def converged_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """Jiang et al.'s protocol: measures are compared only across models trained to the same
-    criterion, so runs with a ``train.target_train_loss`` that never reached it are left out."""
-    target = rows.get("train.target_train_loss")
-    if target is None or target.isna().all():
-        return rows
-    keep = rows["stopped_by"] == "target_train_loss"
-    print(f"correlations: {int(keep.sum())} of {len(rows)} runs reached train.target_train_loss")
-    return rows[keep]
+TARGETS = ("gen_gap", "test_error")
 
 
-def correlations(table: pd.DataFrame, manifest: dict, n_boot: int, seed: int) -> pd.DataFrame:
-    rows = converged_rows(family_rows(table, manifest, "generalization"))
+def correlations(
+    table: pd.DataFrame, manifest: dict, n_boot: int, seed: int
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The correlation table and the configuration-mean points behind it, per target."""
+    family = family_rows(table, manifest, "generalization")
+    rows = correlation_rows(table, manifest)
+    print(f"correlations: {len(rows)} of {len(family)} generalization runs finished and converged")
     measures = measure_columns(rows)
     if rows.empty or not measures:
-        return pd.DataFrame(columns=CORRELATION_COLUMNS)
+        return pd.DataFrame(columns=CORRELATION_COLUMNS), pd.DataFrame(columns=POINT_COLUMNS)
     axes = swept_axes(rows)
-    frames = [
+    tables = [
         correlation_table(rows, measures, target=target, axes=axes, n_boot=n_boot, seed=seed)
-        for target in ("gen_gap", "test_error")
+        for target in TARGETS
     ]
-    return pd.concat(frames, ignore_index=True)
-
-
-def missing_runs(table: pd.DataFrame, manifest: dict, family: str) -> int:
-    """Runs of the family's grids in the manifest that have no row in the table (no metrics)."""
-    grids = {g for g, fam in manifest["grids"].items() if fam == family}
-    wanted = {rid for rid, r in manifest["runs"].items() if grids.intersection(r["grids"])}
-    return len(wanted - set(table["run_id"])) if "run_id" in table.columns else 0
+    points = [correlation_points(rows, measures, target) for target in TARGETS]
+    return pd.concat(tables, ignore_index=True), pd.concat(points, ignore_index=True)
 
 
 def claim_verdicts(table: pd.DataFrame, manifest: dict, corr: pd.DataFrame) -> list:
@@ -137,12 +137,12 @@ def stage_verdicts(results: Path) -> list:
 def analyze(results: Path, n_boot: int = 1000, seed: int = 0) -> tuple[pd.DataFrame, list]:
     table = pd.read_csv(results / "table.csv")
     manifest = read_json(results / "manifest.json")
-    corr = correlations(table, manifest, n_boot, seed)
+    corr, points = correlations(table, manifest, n_boot, seed)
     verdicts = claim_verdicts(table, manifest, corr) + stage_verdicts(results)
     write_correlations(corr, results / "correlations.csv")
+    write_correlations(points, results / "correlation_points.csv")
     v.write_verdicts(verdicts, results / "verdicts.json")
     write_reproduction_table(verdicts, results / "reproduction.csv")
-    write_captions(verdicts, results / "captions")
     return corr, verdicts
 
 

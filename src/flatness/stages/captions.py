@@ -1,22 +1,27 @@
-"""Report captions that carry each figure's verdict, computed from the data.
+"""The ``captions`` stage: report captions that carry each figure's verdict, computed from the data.
 
 The caption text of every figure lives in ``workflow/report/<figure>.rst`` (the claim the figure
-tests and how to read it). The ``analyze`` stage appends the verdicts of that figure's claims, with
-the numbers behind them, and writes ``results/<study>/captions/<figure>.rst``, which the Snakemake
-report shows under the figure.
+tests and how to read it). This stage reads ``verdicts.json`` (written by ``analyze``), appends the
+verdicts of each figure's claims with the numbers behind them, and writes
+``results/<study>/captions/<figure>.rst``, which the Snakemake report shows under the figure. The
+templates are passed in as files (the ``captions`` rule's inputs), so editing one reruns the rule.
+
+By hand: ``python -m flatness.stages.captions results/<study> workflow/report/*.rst``.
 """
 
 from __future__ import annotations
 
+import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 
+from flatness.analysis.verdicts import Verdict
 from flatness.config import CONF_DIR
-from flatness.io import atomic_write, atomic_write_text
+from flatness.io import atomic_write, atomic_write_text, read_json
 
-TEMPLATES = CONF_DIR.parent / "workflow" / "report"
+TEMPLATES = CONF_DIR.parent / "workflow" / "report"  # the rules pass these files in
 
 # figure -> claim ids (prefix match: "g:" covers every measure's flatness claim)
 FIGURE_CLAIMS: dict[str, tuple[str, ...]] = {
@@ -85,13 +90,36 @@ def write_reproduction_table(verdicts: Sequence, path: Path) -> Path:
     return atomic_write(path, lambda tmp: table.to_csv(tmp, index=False))
 
 
-def write_captions(verdicts: Sequence, out_dir: Path) -> list[Path]:
+def write_captions(verdicts: Sequence, templates: Sequence[Path], out_dir: Path) -> list[Path]:
     """One caption per template: the template's text, then the verdicts of its claims."""
+    templates = sorted(Path(t) for t in templates)
+    for template in templates:  # every one checked before any caption is written
+        if template.suffix != ".rst" or not template.is_file():
+            raise ValueError(f"caption template {str(template)!r} must be an existing .rst file")
     written = []
-    for template in sorted(TEMPLATES.glob("*.rst")):
+    for template in templates:
         text = template.read_text().rstrip() + "\n"
         lines = verdict_lines(verdicts, FIGURE_CLAIMS.get(template.stem, ()))
         if lines:
             text += "\n**Verdicts computed from this study's data:**\n\n" + "\n".join(lines) + "\n"
         written.append(atomic_write_text(out_dir / template.name, text))
     return written
+
+
+def read_verdicts(path: Path) -> list[Verdict]:
+    """The verdicts ``analyze`` wrote, back as frozen ``Verdict`` objects."""
+    return [Verdict(**v) for v in read_json(path)["verdicts"]]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("results_dir", type=Path, help="results/<study>")
+    parser.add_argument("templates", type=Path, nargs="+", help="workflow/report/<figure>.rst")
+    args = parser.parse_args(argv)
+    verdicts = read_verdicts(args.results_dir / "verdicts.json")
+    for path in write_captions(verdicts, args.templates, args.results_dir / "captions"):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

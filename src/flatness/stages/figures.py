@@ -1,8 +1,11 @@
-"""The ``figures`` stage: every figure of a study, from ``table.csv`` and the runs' histories only.
+"""The ``figures`` stage: every figure of a study, from the files earlier stages wrote.
 
-Each figure draws on the runs of one study family (the grids declared with that ``family`` in the
-study config), so a combined study such as ``default`` gets each family's figures from its own
-grids. By hand::
+It draws numbers and computes no statistic. A family figure draws on the runs of one study family
+(the grids declared with that ``family`` in the study config, rows chosen by
+``flatness.analysis.rows``), so a combined study such as ``default`` gets each family's figures
+from its own grids; it reads ``table.csv``, the runs' ``history.csv`` and what ``analyze`` wrote
+(``correlations.csv``, ``correlation_points.csv``). A stage figure draws
+``reparam/summary.json`` or ``landscape/landscape.json``. By hand::
 
     python -m flatness.stages.figures results/default results/default/figures/width.png
 
@@ -17,9 +20,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from flatness.analysis.rows import family_rows
 from flatness.io import read_json
+from flatness.measures import plot_spectral_density, slq_from_details
 from flatness.plotting import correlation_figures as corr_fig
 from flatness.plotting import figures as fig
+from flatness.plotting import landscape_figures as topo
+from flatness.plotting import reparam as reparam_fig
+from flatness.plotting._common import message_figure
+from flatness.stages.figure_list import SOURCES, STAGES
 
 Figure = Callable[[pd.DataFrame, Path, Path], Path]
 
@@ -50,11 +59,10 @@ def _loss_spread(table: pd.DataFrame, results: Path, path: Path) -> Path:
 
 
 def _flatness_scatter(table: pd.DataFrame, results: Path, path: Path) -> Path:
-    """Measure vs generalization gap, the measures of the correlation table, tau in each title."""
+    """Measure vs generalization gap: the points and tau that analyze wrote, tau in each title."""
     corr = pd.read_csv(results / "correlations.csv")
-    corr = corr[corr["target"] == "gen_gap"]
-    measures = [m for m in corr["measure"] if m in table]
-    return corr_fig.measure_scatter(table, measures, path, target="gen_gap", correlations=corr)
+    points = pd.read_csv(results / "correlation_points.csv")
+    return corr_fig.measure_scatter(points, corr, path, target="gen_gap")
 
 
 def _flatness_correlations(table: pd.DataFrame, results: Path, path: Path) -> Path:
@@ -68,36 +76,88 @@ def _batch_size(table: pd.DataFrame, results: Path, path: Path) -> Path:
     return fig.batch_size_comparison(table, path, measure=measure)
 
 
-# figure name -> (study family it draws on, how to draw it)
-FIGURES: dict[str, tuple[str, Figure]] = {
-    "learning_curves": ("random_labels", _learning_curves),
-    "corruption_sweep": ("random_labels", _corruption_sweep),
-    "regularizers": ("regularizers", _regularizers),
-    "width": ("width", _width),
-    "loss_spread": ("width", _loss_spread),
-    "flatness_scatter": ("generalization", _flatness_scatter),
-    "flatness_correlations": ("generalization", _flatness_correlations),
-    "batch_size": ("generalization", _batch_size),
+def _layer_sweep(results: Path) -> dict | None:
+    return read_json(results / "reparam" / "summary.json")["layer_sweep"]
+
+
+def _reparam_measures(table: pd.DataFrame, results: Path, path: Path) -> Path:
+    sweep = _layer_sweep(results)
+    if sweep is None:
+        return message_figure("No run was rescaled layer-wise: nothing to draw.", path)
+    return reparam_fig.measures_vs_alpha(sweep, path, verdicts=sweep["verdicts"])
+
+
+def _reparam_verdicts(table: pd.DataFrame, results: Path, path: Path) -> Path:
+    sweep = _layer_sweep(results)
+    if sweep is None:
+        return message_figure("No run was rescaled layer-wise: nothing to tabulate.", path)
+    return reparam_fig.verdict_table(sweep["verdicts"], path)
+
+
+def _dinh_flip(table: pd.DataFrame, results: Path, path: Path) -> Path:
+    summary = read_json(results / "reparam" / "summary.json")
+    if summary["dinh_flip"] is None:
+        return message_figure("No pair of runs where the better-generalizing one is also flatter\n"
+                              f"(by {summary['sharpness']}): nothing to flip.", path)  # fmt: skip
+    return reparam_fig.dinh_flip_figure(summary["dinh_flip"], path, summary["sharpness"])
+
+
+def _topology(draw_one: Callable[[dict, Path], Path], key: str) -> Figure:
+    """A figure of one entry of ``landscape/landscape.json``."""
+
+    def draw_from_file(table: pd.DataFrame, results: Path, path: Path) -> Path:
+        return draw_one(read_json(results / "landscape" / "landscape.json")[key], path)
+
+    return draw_from_file
+
+
+def _spectral_density(density: dict | None, path: Path) -> Path:
+    if density is None:
+        return message_figure("The spectral density (measures.spectral_density) is not enabled.",
+                              path)  # fmt: skip
+    title = f"Hessian spectral density, run {density['run_id']}"
+    return plot_spectral_density(slq_from_details(density["details"]), path, title=title)
+
+
+# figure name -> how to draw it (which figures a study has: flatness.stages.figure_list)
+DRAW: dict[str, Figure] = {
+    "learning_curves": _learning_curves,
+    "corruption_sweep": _corruption_sweep,
+    "regularizers": _regularizers,
+    "width": _width,
+    "loss_spread": _loss_spread,
+    "flatness_scatter": _flatness_scatter,
+    "flatness_correlations": _flatness_correlations,
+    "batch_size": _batch_size,
+    "reparam_measures": _reparam_measures,
+    "reparam_verdicts": _reparam_verdicts,
+    "dinh_flip": _dinh_flip,
+    "interpolation": _topology(topo.interpolation_curves, "paths"),
+    "surface_1d": _topology(topo.surface_1d, "surfaces_1d"),
+    "surface_2d": _topology(topo.surface_2d, "surface_2d"),
+    "bezier": _topology(topo.bezier_vs_linear, "bezier"),
+    "spectral_density": _topology(_spectral_density, "spectral_density"),
 }
+assert DRAW.keys() == SOURCES.keys(), "every listed figure has exactly one drawing function"
 
 
-def family_rows(table: pd.DataFrame, manifest: dict, family: str) -> pd.DataFrame:
-    """The rows of ``table`` whose runs belong to a grid of ``family``."""
-    grids = {g for g, fam in manifest["grids"].items() if fam == family}
-    member = table["grids"].fillna("").str.split(";").map(lambda gs: bool(grids.intersection(gs)))
-    return table[member].copy()
+def rows_for(table: pd.DataFrame, manifest: dict, source: str) -> pd.DataFrame:
+    """The rows a figure draws on, chosen as its verdicts choose them (the flatness figures draw
+    the points analyze wrote, from ``flatness.analysis.rows.correlation_rows``)."""
+    return table if source in STAGES else family_rows(table, manifest, source)
 
 
 def draw(results: Path, paths: list[Path]) -> list[Path]:
+    unknown = [str(p) for p in paths if Path(p).stem not in DRAW]
+    if unknown:  # before any figure is drawn
+        raise ValueError(f"figures {unknown} are not known (the file name picks the figure); "
+                         f"allowed: {', '.join(DRAW)}")  # fmt: skip
     table = pd.read_csv(results / "table.csv")
     manifest = read_json(results / "manifest.json")
     done = []
     for path in paths:
         name = Path(path).stem
-        if name not in FIGURES:
-            raise ValueError(f"figure {name!r} is not known; allowed: {', '.join(FIGURES)}")
-        family, draw_one = FIGURES[name]
-        done.append(draw_one(family_rows(table, manifest, family), results, Path(path)))
+        done.append(DRAW[name](rows_for(table, manifest, SOURCES[name]), results, Path(path)))
     return done
 
 

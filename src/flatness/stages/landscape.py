@@ -7,7 +7,9 @@ Bezier curve between the solutions (mode connectivity, Garipov et al. 2018), and
 spectral density of the first solution (stochastic Lanczos quadrature from its ``measures.json``).
 
 Everything is evaluated on the same fixed training subset the measures use, in eval mode, on
-private copies of the models. Writes ``landscape/landscape.json`` and five figures.
+private copies of the models. Writes numbers only, ``landscape/landscape.json`` (the curves and
+surfaces included): the mode-connectivity verdict is decided in ``flatness.analysis`` and the five
+topology figures are drawn by the figures stage, both from that file.
 
 By hand: ``python -m flatness.stages.landscape results/<study> <run_id_a> <run_id_b>``.
 """
@@ -19,9 +21,7 @@ from pathlib import Path
 
 from flatness import landscape as ls
 from flatness.io import atomic_write_json, read_json
-from flatness.measures import plot_spectral_density, select_subset, slq_from_details
-from flatness.plotting import landscape_figures as figs
-from flatness.plotting._common import message_figure
+from flatness.measures import select_subset
 from flatness.stages.common import load_run, set_threads
 
 
@@ -49,12 +49,6 @@ def landscape(
                                    seed=seed)  # fmt: skip
     bezier = ls.bezier_curve(a.model, b.model, x, y, steps=int(settings.get("bezier_steps", 300)),
                              seed=seed)  # fmt: skip
-    figures = results / "figures"
-    figs.interpolation_curves(paths, figures / "interpolation.png")
-    figs.surface_1d(surfaces, figures / "surface_1d.png")
-    figs.surface_2d(surface2d, figures / "surface_2d.png")
-    figs.bezier_vs_linear(bezier, figures / "bezier.png")
-    _spectral_density(a.run_dir, figures / "spectral_density.png")
     out = {
         "run_a": run_a,
         "run_b": run_b,
@@ -63,6 +57,7 @@ def landscape(
         "surfaces_1d": {k: s.to_dict() for k, s in surfaces.items()},
         "surface_2d": surface2d.to_dict(),
         "bezier": bezier.to_dict(),
+        "spectral_density": _spectral_density(a.run_dir),
         "mode_pairs": [_pair_barriers(run_a, run_b, paths["A -> B"], bezier)]
         + [_pair_barriers(pa, pb, *_connect(results, pa, pb, settings)) for pa, pb in extra_pairs],
     }
@@ -87,13 +82,13 @@ def _pair_barriers(run_a: str, run_b: str, line, bezier) -> dict:
             "curve_barrier": bezier.curve.barrier}  # fmt: skip
 
 
-def _spectral_density(run_dir: Path, path: Path) -> None:
+def _spectral_density(run_dir: Path) -> dict | None:
+    """Run A's stochastic Lanczos quadrature (nodes and weights from its ``measures.json``), or
+    None when the spectral density measure is not enabled."""
     measures = read_json(run_dir / "measures.json").get("measures", {})
     if "slq_trace" not in measures:
-        message_figure("The spectral density (measures.spectral_density) is not enabled.", path)
-        return
-    result = slq_from_details(measures["slq_trace"]["details"])
-    plot_spectral_density(result, path, title=f"Hessian spectral density, run {run_dir.name}")
+        return None
+    return {"run_id": run_dir.name, "details": measures["slq_trace"]["details"]}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,9 +6,10 @@ has batch norm) over the study's alpha grid, it checks the largest logit change 
 set in float64 and recomputes the measure suite, writing ``reparam.json``.
 
 Per study (``python -m flatness.stages.reparam summary results/<study> <reparam.json>...``): the
-invariance verdict of every measure (measured, not assumed), the figures, and Dinh's point made
-directly: the better-generalizing, flatter of two trained models is rescaled until it is the
-sharper one, its test accuracy unchanged.
+invariance of every measure (measured, not assumed) in ``reparam/invariance.csv``, and Dinh's point
+made directly: the better-generalizing, flatter of two trained models is rescaled until it is the
+sharper one, its test accuracy unchanged. ``reparam/summary.json`` holds numbers only: the claim's
+verdict is decided in ``flatness.analysis`` and the three figures are drawn by the figures stage.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from omegaconf import OmegaConf
 from flatness.io import atomic_write_json, read_json
 from flatness.measures import make_context, run_suite, select_subset
 from flatness.plotting import reparam as plots
-from flatness.plotting._common import message_figure
 from flatness.reparam import blocks
 from flatness.reparam_study import alpha_grid, dinh_flip, invariance_verdicts, reparam_sweep
 from flatness.stages.common import TrainedRun, load_run, set_threads
@@ -92,14 +92,10 @@ def _flip_pair(table: pd.DataFrame) -> tuple[str, str] | None:
 
 def summary(results: Path, reparam_files: list[Path]) -> dict:
     sweeps = [read_json(p) for p in reparam_files]
-    figures = results / "figures"
     first = next((s for s in sweeps if "layer" in s["sweeps"]), None)
     if first is not None:
-        layer = first["sweeps"]["layer"]
-        plots.measures_vs_alpha(layer, figures / "reparam_measures.png", verdicts=layer["verdicts"])
         all_verdicts = [v | {"transform": t} for s in sweeps for t, sw in s["sweeps"].items()
                         for v in sw["verdicts"]]  # fmt: skip
-        plots.verdict_table(first["sweeps"]["layer"]["verdicts"], figures / "reparam_verdicts.png")
         plots.write_verdicts_csv(all_verdicts, results / "reparam" / "invariance.csv")
     flip = None
     pair = _flip_pair(pd.read_csv(results / "table.csv"))
@@ -109,12 +105,15 @@ def summary(results: Path, reparam_files: list[Path]) -> dict:
         flip = dinh_flip(run_a.model, run_b.model, lambda m: lam(m)[SHARPNESS],
                          run_a.splits.x_test, run_a.splits.y_test)  # fmt: skip
         flip |= {"run_a": pair[0], "run_b": pair[1]}
-    if flip is None:
-        message_figure("No pair of runs where the better-generalizing one is also flatter\n"
-                       f"(by {SHARPNESS}): nothing to flip.", figures / "dinh_flip.png")  # fmt: skip
-    else:
-        plots.dinh_flip_figure(flip, figures / "dinh_flip.png", measure_name=SHARPNESS)
-    out = {"dinh_models": _dinh_numbers(sweeps), "dinh_flip": flip}
+    out = {
+        "dinh_models": _dinh_numbers(sweeps),
+        "dinh_flip": flip,
+        "sharpness": SHARPNESS,
+        # the first model's layer-wise sweep (measures against alpha, their invariance), drawn
+        "layer_sweep": None
+        if first is None
+        else first["sweeps"]["layer"] | {"run_id": first["run_id"]},
+    }
     atomic_write_json(results / "reparam" / "summary.json", out)
     return out
 
@@ -129,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     one = sub.add_parser("run", help="rescale one trained run")
     one.add_argument("--alphas", type=_floats, default=alpha_grid(), help="comma-separated")
     one.add_argument("overrides", nargs="+", help="the run's Hydra overrides")
-    study = sub.add_parser("summary", help="verdicts, figures and the Dinh flip of a study")
+    study = sub.add_parser("summary", help="invariance table and the Dinh flip of a study")
     study.add_argument("results_dir", type=Path)
     study.add_argument("reparam_files", type=Path, nargs="*")
     args = parser.parse_args(argv)
