@@ -191,6 +191,13 @@ BAD_STUDIES = [
         "grid g: model.width=0",
         "an integer >= 1",
     ),
+    (
+        "grids:\n  g:\n    family: width\n    sweep:\n      model.width: [8]\n"
+        "  h:\n    family: width\n    overrides: [data=digits]\n    sweep:\n"
+        "      model.width: [8]\n",
+        "grids.h.family='width' is not allowed: grid h trains on data digits",
+        "one data set and data.n_train per family",
+    ),
 ]
 
 

@@ -164,6 +164,24 @@ def load_study(
     return study
 
 
+def _check_one_dataset_per_family(name: str, grids: dict, runs: dict) -> None:
+    """A family's verdicts compare its runs with each other, so its grids must share the data set
+    and training-set size (MNIST-1D widths next to digits widths would mix two curves)."""
+    seen: dict[str, tuple[str, tuple]] = {}
+    for r in runs.values():
+        data = (r.config["data"]["name"], r.config["data"].get("n_train"))
+        for g in r.grids:
+            family = grids[g]
+            first = seen.setdefault(family, (g, data))
+            if family != "other" and first[1] != data:
+                raise ConfigError(
+                    f"study {name}: grids.{g}.family={family!r} is not allowed: grid {g} trains on "
+                    f"data {data[0]} (n_train {data[1]}) but grid {first[0]} of the same family on "
+                    f"{first[1][0]} (n_train {first[1][1]}); allowed: one data set and "
+                    "data.n_train per family (give the other grid its own family)"
+                )
+
+
 def _expand(name: str, conf_dir: Path, results_dir: str) -> Study:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
@@ -192,6 +210,7 @@ def _expand(name: str, conf_dir: Path, results_dir: str) -> Study:
                 runs[rid] = RunSpec(rid, full, grid_names, cfg)
 
     grids = {g: grid.get("family", "other") for g, grid in spec["grids"].items()}
+    _check_one_dataset_per_family(name, grids, runs)
     group_size = check_group_size(name, spec.get("group_size", 1))
     keys = {rid: group_key(r.config) for rid, r in runs.items()}
     seedless = {rid: group_id(r.config) for rid, r in runs.items()}

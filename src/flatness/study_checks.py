@@ -14,7 +14,7 @@ from typing import Any
 
 from flatness.base import ConfigError
 
-FAMILIES = ("random_labels", "regularizers", "width", "generalization", "other")
+FAMILIES = ("random_labels", "regularizers", "width", "concentration", "generalization", "other")
 STUDY_KEYS = (
     "name", "description", "seeds", "overrides", "grids", "stages", "allow_gaps", "group_size",
 )  # fmt: skip

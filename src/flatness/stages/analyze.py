@@ -90,7 +90,9 @@ def claim_verdicts(table: pd.DataFrame, manifest: dict, corr: pd.DataFrame) -> l
     out: list = []
 
     def rows_of(family):
-        return family_rows(table, manifest, family), missing_runs(table, manifest, family)
+        return one_dataset(family_rows(table, manifest, family), family), missing_runs(
+            table, manifest, family
+        )
 
     if "random_labels" in families:
         rows, missing = rows_of("random_labels")
@@ -106,8 +108,11 @@ def claim_verdicts(table: pd.DataFrame, manifest: dict, corr: pd.DataFrame) -> l
         rows, missing = rows_of("width")
         clean = rows[rows[FRACTION] == 0.0] if FRACTION in rows else rows
         out += [v.wide_nets_generalize(clean, missing=missing),
-                v.double_descent(rows, missing=missing),
-                v.losses_concentrate(clean, missing=missing),
+                v.double_descent(rows, missing=missing)]  # fmt: skip
+    if "concentration" in families:  # Choromanska et al.: many seeds per width, clean labels
+        rows, missing = rows_of("concentration")
+        clean = rows[rows[FRACTION] == 0.0] if FRACTION in rows else rows
+        out += [v.losses_concentrate(clean, missing=missing),
                 v.train_test_correlation_weakens(clean, missing=missing)]  # fmt: skip
     if "generalization" in families and not corr.empty:
         rows, missing = rows_of("generalization")
@@ -119,6 +124,19 @@ def claim_verdicts(table: pd.DataFrame, manifest: dict, corr: pd.DataFrame) -> l
         if BATCH in rows and rows[BATCH].nunique() > 1 and "m.lambda_max" in rows:
             out.append(v.large_batch_sharper(rows, "m.lambda_max", missing=missing))
     return out
+
+
+def one_dataset(rows: pd.DataFrame, family: str) -> pd.DataFrame:
+    """A claim's rows come from one data set and training-set size: a family whose grids mix
+    them (say MNIST-1D and digits) would compare widths or fractions across data sets."""
+    keys = [k for k in ("data.name", "data.n_train") if k in rows]
+    mixed = rows[keys].astype(str).drop_duplicates() if keys else rows.iloc[:0]
+    if len(mixed) > 1:
+        raise ValueError(
+            f"the grids of family {family!r} mix data sets {mixed.to_dict('records')}; allowed: "
+            "one data set and data.n_train per family (give the other grid its own family)"
+        )
+    return rows
 
 
 def stage_verdicts(results: Path) -> list:

@@ -14,7 +14,7 @@ SOURCES: dict[str, str] = {
     "corruption_sweep": "random_labels",
     "regularizers": "regularizers",
     "width": "width",
-    "loss_spread": "width",
+    "loss_spread": "concentration",
     "flatness_scatter": "generalization",
     "flatness_correlations": "generalization",
     "batch_size": "generalization",
