@@ -30,21 +30,12 @@ RUN_DIR = f"{R}/runs/{{run_id}}"
 
 wildcard_constraints:
     run_id="[0-9a-f]{12}",
+    group="[0-9a-f]{12}",
 
 
 include: "workflow/rules/common.smk"
-
-
-if STUDY.group_size > 1:  # one process trains / measures a group of runs
-
-    include: "workflow/rules/train_group.smk"
-
-else:
-
-    include: "workflow/rules/train.smk"
-    include: "workflow/rules/measure.smk"
-
-
+include: "workflow/rules/train.smk"
+include: "workflow/rules/measure.smk"
 include: "workflow/rules/reparam.smk"
 include: "workflow/rules/landscape.smk"
 include: "workflow/rules/aggregate.smk"

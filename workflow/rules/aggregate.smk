@@ -17,8 +17,8 @@ rule aggregate:
     localrule: True
     input:
         manifest=f"{R}/manifest.json",
-        metrics=run_files("metrics.json"),
-        measures=run_files("measures.json") if measures_enabled() else [],
+        trained=group_markers("trained.json"),
+        measured=group_markers("measured.json") if measures_enabled() else [],
     output:
         table=f"{R}/table.csv",
     params:

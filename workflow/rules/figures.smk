@@ -7,7 +7,7 @@ rule figures:
         manifest=f"{R}/manifest.json",
         correlations=f"{R}/correlations.csv",
         points=f"{R}/correlation_points.csv",
-        histories=run_files("history.csv"),
+        trained=group_markers("trained.json"),  # the runs' history.csv
         reparam=reparam_targets(),
         landscape=landscape_targets(),
     output:
