@@ -39,6 +39,7 @@ include: "workflow/rules/measure.smk"
 include: "workflow/rules/reparam.smk"
 include: "workflow/rules/landscape.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/analyze.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -2,6 +2,7 @@ rule figures:
     """Every figure of the study, each captioned in the Snakemake report, drawn from files alone:
     the table, the runs' histories, what analyze wrote and the reparam and landscape numbers."""
     localrule: True
+    threads: 1
     input:
         table=f"{R}/table.csv",
         manifest=f"{R}/manifest.json",
@@ -34,6 +35,7 @@ rule captions:
     """Each figure's report caption: its template, then the verdicts of its claims. The templates
     are inputs, so editing one reruns this rule."""
     localrule: True
+    threads: 1
     input:
         verdicts=f"{R}/verdicts.json",
         templates=CAPTION_TEMPLATES,
