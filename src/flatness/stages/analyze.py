@@ -29,6 +29,7 @@ import pandas as pd
 
 from flatness.analysis import verdicts as v
 from flatness.analysis.correlation import (
+    CORRELATION_COLUMNS,
     POINT_COLUMNS,
     correlation_points,
     correlation_table,
@@ -43,7 +44,6 @@ from flatness.stages.captions import write_reproduction_table
 # minimum or saddle, not flat or sharp: it is correlated but makes no flatness claim.
 EXPECTED_SIGN = {"m.margin": -1, "m.local_displacement": -1}
 NO_FLATNESS_CLAIM = ("m.lambda_min",)
-CORRELATION_COLUMNS = ["measure", "target", "tau", "tau_ci_low", "tau_ci_high", "psi"]
 BATCH = "train.batch_size"
 FRACTION = "data.corruption.fraction"
 
