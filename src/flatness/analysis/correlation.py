@@ -33,7 +33,7 @@ import pandas as pd
 
 from flatness.analysis.stats import permutation_tau_pvalues
 from flatness.io import atomic_write
-from flatness.tables import require_columns
+from flatness.tables import require_columns, stderr_column
 
 CORRELATION_COLUMNS = (
     "measure",
@@ -94,7 +94,7 @@ def config_means(
     agg["n_runs"] = ("group_id", "size")
     out = ok.groupby("group_id", sort=True).agg(**agg)
     for c in columns:
-        se = f"{c}.stderr"
+        se = stderr_column(c)
         if se in ok.columns:
             var = ok[se].astype(float).pow(2).groupby(ok["group_id"]).sum(min_count=1)
             out[f"{c}.stderr_mc"] = np.sqrt(var) / out["n_runs"]

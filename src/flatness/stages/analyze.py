@@ -38,6 +38,7 @@ from flatness.analysis.correlation import (
 from flatness.analysis.rows import correlation_rows, family_rows, missing_runs
 from flatness.io import read_json
 from flatness.stages.captions import write_reproduction_table
+from flatness.tables import is_measure_value
 
 # The sign of tau with the gap that "flatter generalizes better" predicts: +1 for sharpness-like
 # measures (larger = sharper), -1 where larger means flatter or better separated. lambda_min says
@@ -50,7 +51,7 @@ FRACTION = "data.corruption.fraction"
 
 def measure_columns(table: pd.DataFrame) -> list[str]:
     """``m.<name>`` value columns with at least one finite value."""
-    cols = [c for c in table.columns if c.startswith("m.") and not c.endswith(".stderr")]
+    cols = [c for c in table.columns if is_measure_value(c)]
     return [c for c in cols if pd.to_numeric(table[c], errors="coerce").notna().any()]
 
 
