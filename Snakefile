@@ -5,7 +5,9 @@
     snakemake --report results/report.html         # the HTML report with every figure
 
 Every grid lives in conf/study/<name>.yaml; this file asks flatness.study for the runs and restates
-nothing. Run folders are named by the hash of each run's result-determining config.
+nothing. Run folders are named by the hash of each run's result-determining config. Runs are
+trained and measured a group per job, whatever the group size (a lone run is a group of one):
+workflow/rules/train.smk says how.
 """
 
 import os
