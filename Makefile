@@ -27,7 +27,8 @@ report: setup
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/snakemake --lint --config study=smoke
+	$(BIN)/snakemake --lint --config study=smoke group_size=1
+	$(BIN)/snakemake --lint --config study=smoke group_size=16
 
 test: lint
 	$(BIN)/python -m pytest -q

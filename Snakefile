@@ -5,7 +5,9 @@
     snakemake --report results/report.html         # the HTML report with every figure
 
 Every grid lives in conf/study/<name>.yaml; this file asks flatness.study for the runs and restates
-nothing. Run folders are named by the hash of each run's result-determining config.
+nothing. Run folders are named by the hash of each run's result-determining config. Runs are
+trained and measured a group per job, whatever the group size (a lone run is a group of one):
+workflow/rules/train.smk says how.
 """
 
 import os
@@ -30,24 +32,16 @@ RUN_DIR = f"{R}/runs/{{run_id}}"
 
 wildcard_constraints:
     run_id="[0-9a-f]{12}",
+    group="[0-9a-f]{12}",
 
 
 include: "workflow/rules/common.smk"
-
-
-if STUDY.group_size > 1:  # one process trains / measures a group of runs
-
-    include: "workflow/rules/train_group.smk"
-
-else:
-
-    include: "workflow/rules/train.smk"
-    include: "workflow/rules/measure.smk"
-
-
+include: "workflow/rules/train.smk"
+include: "workflow/rules/measure.smk"
 include: "workflow/rules/reparam.smk"
 include: "workflow/rules/landscape.smk"
 include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/analyze.smk"
 include: "workflow/rules/figures.smk"
 
 

@@ -461,15 +461,19 @@ def _local_and_slurm(tmp_path, env, targets, timeout) -> tuple[Path, Path]:
 def test_smoke_runs_match_local(slurm_env, smoke_study, tmp_path):
     """Two runs of the smoke study (train + measure): SLURM and local give the same numbers."""
     study, planned = smoke_study
-    run_ids = sorted(study.runs)[:2]
-    names = ["metrics.json"]
-    if any(rule.startswith("measure") for rule in planned):
+    groups = list(study.groups().items())[:2]  # group size 1 in the smoke study: two runs
+    markers, names = ["trained.json"], ["metrics.json"]
+    if "measure" in planned:
+        markers.append("measured.json")
         names.append("measures.json")
-    targets = [f"results/smoke/runs/{rid}/{name}" for rid in run_ids for name in names]
+    targets = [f"results/smoke/groups/{gid}/{marker}" for gid, _ in groups for marker in markers]
 
     local_dir, slurm_dir = _local_and_slurm(tmp_path, slurm_env, targets, timeout=300)
     diffs = []
-    for target in targets:
+    runs = [
+        f"results/smoke/runs/{rid}/{name}" for _, ids in groups for rid in ids for name in names
+    ]
+    for target in runs:
         a = dict(_flatten(json.loads((local_dir / target).read_text())))
         b = dict(_flatten(json.loads((slurm_dir / target).read_text())))
         diffs += [f"{target}: {d}" for d in _differences(a, b)]

@@ -91,20 +91,22 @@ def result_config(cfg: DictConfig | Mapping) -> dict[str, Any]:
     return c
 
 
-def _digest(obj: Any) -> str:
+def digest(obj: Any) -> str:
+    """12 hex digits of the SHA-256 of ``obj`` as sorted JSON: the one hash that names runs,
+    groups and group keys."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_id(cfg: DictConfig | Mapping) -> str:
     """Hash of the result-determining config: names the run folder, so stale results can't be reused."""
-    return _digest(result_config(cfg))
+    return digest(result_config(cfg))
 
 
 def group_id(cfg: DictConfig | Mapping) -> str:
     """The run id with the seed removed: seeds of one configuration share a W&B group."""
     c = result_config(cfg)
     c.pop("seed", None)
-    return _digest(c)
+    return digest(c)
 
 
 # ---- validation -----------------------------------------------------------------------------

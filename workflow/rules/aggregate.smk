@@ -5,6 +5,7 @@ rule manifest:
     params:
         manifest=json.dumps(STUDY.manifest(), indent=2),
     localrule: True
+    threads: 1
     log:
         f"{R}/logs/manifest.log",
     run:
@@ -15,10 +16,11 @@ rule manifest:
 rule aggregate:
     """One row per run, after a completeness check."""
     localrule: True
+    threads: 1
     input:
         manifest=f"{R}/manifest.json",
-        metrics=run_files("metrics.json"),
-        measures=run_files("measures.json") if measures_enabled() else [],
+        trained=group_markers("trained.json"),
+        measured=group_markers("measured.json") if measures_enabled() else [],
     output:
         table=f"{R}/table.csv",
     params:
@@ -30,31 +32,3 @@ rule aggregate:
         f"{R}/logs/aggregate.log",
     shell:
         "{params.python} -m flatness.stages.aggregate {params.results} > {log} 2>&1"
-
-
-rule analyze:
-    """Correlations of measures with generalization, and every claim's verdict."""
-    localrule: True
-    input:
-        table=f"{R}/table.csv",
-        manifest=f"{R}/manifest.json",
-        reparam=reparam_targets(),
-        landscape=landscape_targets(),
-    output:
-        correlations=f"{R}/correlations.csv",
-        points=f"{R}/correlation_points.csv",
-        verdicts=f"{R}/verdicts.json",
-        reproduction=report(
-            f"{R}/reproduction.csv",
-            caption="../report/reproduction.rst",
-            category="0. Reproduction table",
-        ),
-    params:
-        python=PYTHON,
-        results=lambda wildcards, input: os.path.dirname(input.table),
-    conda:
-        "../envs/flatness.yaml"
-    log:
-        f"{R}/logs/analyze.log",
-    shell:
-        "{params.python} -m flatness.stages.analyze {params.results} > {log} 2>&1"

@@ -80,8 +80,31 @@ def landscape_targets():
     return [f"{R}/landscape/landscape.json"] if LANDSCAPE else []
 
 
-def run_files(name):
-    return [f"{R}/runs/{rid}/{name}" for rid in STUDY.runs]
+GROUPS = STUDY.groups()  # group id -> its run ids, in study order (flatness.training.grouping)
+GROUP_OF = {rid: gid for gid, members in GROUPS.items() for rid in members}
+
+
+def group_run_args(wildcards):
+    """``--run <overrides>`` for every run of the job's group, quoted for the shell."""
+    return " ".join(
+        "--run " + " ".join(shlex.quote(o) for o in STUDY.runs[rid].overrides)
+        for rid in GROUPS[wildcards.group]
+    )
+
+
+def trained(run_id):
+    """The marker that stands for a run's training files (train.smk)."""
+    return f"{R}/groups/{GROUP_OF[run_id]}/trained.json"
+
+
+def measured(run_id):
+    """The marker that stands for a run's measures.json (measure.smk)."""
+    return f"{R}/groups/{GROUP_OF[run_id]}/measured.json"
+
+
+def group_markers(name):
+    """Every group's marker ``name`` (trained.json or measured.json): all runs' files."""
+    return [f"{R}/groups/{gid}/{name}" for gid in GROUPS]
 
 
 def figure_names():

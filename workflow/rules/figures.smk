@@ -2,12 +2,13 @@ rule figures:
     """Every figure of the study, each captioned in the Snakemake report, drawn from files alone:
     the table, the runs' histories, what analyze wrote and the reparam and landscape numbers."""
     localrule: True
+    threads: 1
     input:
         table=f"{R}/table.csv",
         manifest=f"{R}/manifest.json",
         correlations=f"{R}/correlations.csv",
         points=f"{R}/correlation_points.csv",
-        histories=run_files("history.csv"),
+        trained=group_markers("trained.json"),  # the runs' history.csv
         reparam=reparam_targets(),
         landscape=landscape_targets(),
     output:
@@ -34,6 +35,7 @@ rule captions:
     """Each figure's report caption: its template, then the verdicts of its claims. The templates
     are inputs, so editing one reruns this rule."""
     localrule: True
+    threads: 1
     input:
         verdicts=f"{R}/verdicts.json",
         templates=CAPTION_TEMPLATES,

@@ -1,11 +1,10 @@
 rule landscape:
     """Interpolations, filter-normalized surfaces, Bezier curves and spectral density (numbers)."""
     input:
-        a=lambda wildcards: f"{R}/runs/{landscape_pair()[0]}/measures.json",
-        b=lambda wildcards: f"{R}/runs/{landscape_pair()[1]}/measures.json",
-        extra=lambda wildcards: [
-            f"{R}/runs/{rid}/metrics.json" for pair in extra_mode_pairs() for rid in pair
-        ],
+        pair=lambda wildcards: sorted({measured(rid) for rid in landscape_pair()}),
+        extra=lambda wildcards: sorted(
+            {trained(rid) for pair in extra_mode_pairs() for rid in pair}
+        ),
     output:
         landscape=f"{R}/landscape/landscape.json",
     params:

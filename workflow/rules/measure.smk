@@ -1,21 +1,26 @@
+# Measuring: one job per group, like train.smk; the Hessian measures run stacked over the group's
+# runs. Its marker `groups/<group>/measured.json` stands for the members' measures.json files.
+
+
 rule measure:
-    """The flatness-measure suite on one trained run (settings: conf/measures/)."""
+    """The flatness-measure suite on every run of one group (settings: conf/measures/)."""
     input:
-        metrics=f"{RUN_DIR}/metrics.json",
-        model=f"{RUN_DIR}/model.pt",
+        trained=f"{R}/groups/{{group}}/trained.json",
     output:
-        measures=f"{RUN_DIR}/measures.json",
+        marker=f"{R}/groups/{{group}}/measured.json",
     params:
-        overrides=run_overrides,
-        settings=lambda wildcards: measure_settings(wildcards.run_id),
+        runs=group_run_args,
+        settings=lambda wildcards: json.dumps(
+            [measure_settings(rid) for rid in GROUPS[wildcards.group]]
+        ),
         python=PYTHON,
     threads: 1
     conda:
         "../envs/flatness.yaml"
     log:
-        f"{R}/logs/measure/{{run_id}}.log",
+        f"{R}/logs/measure/{{group}}.log",
     benchmark:
-        f"{R}/benchmarks/measure/{{run_id}}.tsv"
+        f"{R}/benchmarks/measure/{{group}}.tsv"
     shell:
-        "OMP_NUM_THREADS={threads} {params.python} -m flatness.stages.measure"
-        " {params.overrides} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {params.python} -m flatness.stages.measure_group"
+        " {params.runs} --marker {output.marker} > {log} 2>&1"

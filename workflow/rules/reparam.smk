@@ -1,8 +1,7 @@
 rule reparam:
     """Rescale one trained run over the alpha grid; recompute every measure (Dinh et al.)."""
     input:
-        model=f"{RUN_DIR}/model.pt",
-        measures=f"{RUN_DIR}/measures.json",
+        measured=lambda wildcards: measured(wildcards.run_id),  # model.pt and measures.json
     output:
         reparam=f"{RUN_DIR}/reparam.json",
     params:

@@ -15,6 +15,8 @@ import pandas as pd
 
 from flatness.analysis.claims import CLAIMS, Claim
 from flatness.analysis.stats import Interval
+from flatness.io import to_jsonable
+from flatness.tables import require_columns
 
 REPRODUCED, CONTRADICTED, INCONCLUSIVE = "reproduced", "contradicted", "inconclusive"
 OUTCOMES = (REPRODUCED, CONTRADICTED, INCONCLUSIVE)
@@ -48,15 +50,6 @@ class Counts:
 
     def text(self) -> str:
         return f"n = {self.used} runs used, {self.missing} missing, {self.diverged} diverged"
-
-
-def plain(obj):
-    """numpy scalars to Python numbers, so the dataclass is JSON-ready and compares simply."""
-    if isinstance(obj, dict):
-        return {str(k): plain(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [plain(v) for v in obj]
-    return obj.item() if isinstance(obj, np.generic) else obj
 
 
 def decide(claim: Claim, low: float, high: float) -> str:
@@ -102,7 +95,9 @@ def verdict(
     summary = (
         f"{finding} Rule: {claim.rule()}. Paper: {claim.paper} {counts.text()}.{_power_text(claim)}"
     )
-    return Verdict(cid, claim.statement, outcome, summary, plain(nums))
+    return Verdict(
+        cid, claim.statement, outcome, summary, to_jsonable(nums)
+    )  # JSON-ready: compares simply
 
 
 def inconclusive(cid: str, counts: Counts, why: str, numbers=None, claim_id=None) -> Verdict:
@@ -121,11 +116,7 @@ def interval_text(iv: Interval, digits: str = ".3g") -> str:
 
 def usable(table: pd.DataFrame, columns: Sequence[str]) -> tuple[pd.DataFrame, int]:
     """Rows with status 'ok' and the number of other (diverged) rows; names missing columns."""
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise ValueError(
-            f"table is missing column(s) {missing}; available: {sorted(map(str, table.columns))}"
-        )
+    require_columns(table, columns)
     if "status" not in table.columns:
         return table, 0
     ok = table["status"] == "ok"

@@ -22,6 +22,7 @@ from flatness.analysis._verdict_base import (
 )
 from flatness.analysis.claims import CLAIMS
 from flatness.analysis.stats import ALPHA, Interval, contrast, holm
+from flatness.tables import require_columns
 
 NEED = ["measure", "target", "tau", "tau_ci_low", "tau_ci_high", "tau_p_greater", "tau_p_less",
         "n_configs"]  # fmt: skip
@@ -40,11 +41,7 @@ def flatness_predicts(
     reproduced when the adjusted p <= 0.025. Contradicted when the opposite side's Holm-adjusted
     p <= 0.025. The bootstrap CI of tau is printed for reading, not used to decide.
     """
-    missing = [c for c in NEED if c not in correlations.columns]
-    if missing:
-        raise ValueError(
-            f"correlations is missing column(s) {missing}; expected correlation_table output"
-        )
+    require_columns(correlations, NEED, "correlations (correlation_table's output)")
     rows = correlations.reset_index(drop=True)
     signs = np.array([_sign(expected_sign, m) for m in rows["measure"]])
     greater, less = (rows[c].to_numpy(float) for c in ("tau_p_greater", "tau_p_less"))

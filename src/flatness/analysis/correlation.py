@@ -33,6 +33,7 @@ import pandas as pd
 
 from flatness.analysis.stats import permutation_tau_pvalues
 from flatness.io import atomic_write
+from flatness.tables import require_columns, stderr_column
 
 CORRELATION_COLUMNS = (
     "measure",
@@ -69,7 +70,7 @@ def granulated_psi(
     ``configs`` has one row per configuration with the axis columns, ``measure`` and ``target``.
     An axis with no cell where it varies gets psi_i = NaN and is left out of the mean Psi.
     """
-    _require_columns(configs, [measure, target, *axes], "configs")
+    require_columns(configs, [measure, target, *axes], "configs")
     x, y = _as_pair(configs[measure], configs[target])
     out = _psi_weighted(
         _sign_matrix(x), _sign_matrix(y), _axis_cells(configs, axes), np.ones((1, x.size))
@@ -86,14 +87,14 @@ def config_means(
     standard error of the mean of each measure's own stderr, used by the Monte-Carlo spread) and
     ``n_runs``.
     """
-    _require_columns(table, ["group_id", *columns, *axes], "table")
+    require_columns(table, ["group_id", *columns, *axes], "table")
     ok = table[table["status"] == "ok"] if "status" in table.columns else table
     agg: dict[str, tuple[str, str]] = {c: (c, "mean") for c in columns}
     agg.update({a: (a, "first") for a in axes if a not in agg})
     agg["n_runs"] = ("group_id", "size")
     out = ok.groupby("group_id", sort=True).agg(**agg)
     for c in columns:
-        se = f"{c}.stderr"
+        se = stderr_column(c)
         if se in ok.columns:
             var = ok[se].astype(float).pow(2).groupby(ok["group_id"]).sum(min_count=1)
             out[f"{c}.stderr_mc"] = np.sqrt(var) / out["n_runs"]
@@ -133,7 +134,7 @@ def correlation_table(
     measures = list(measures)
     if not measures:
         raise ValueError("measures=[] is empty; pass at least one 'm.<name>' column")
-    _require_columns(table, ["group_id", target, *measures, *axes], "table")
+    require_columns(table, ["group_id", target, *measures, *axes], "table")
     rng = np.random.default_rng(seed)
     rows = []
     for measure in measures:
@@ -166,7 +167,7 @@ def finite_config_means(
 def correlation_points(table: pd.DataFrame, measures: Sequence[str], target: str) -> pd.DataFrame:
     """Long table (measure, target, group_id, measure_value, target_value, n_runs): the points
     behind each measure's tau, written by the analyze stage so the scatter draws exactly them."""
-    _require_columns(table, ["group_id", target, *measures], "table")
+    require_columns(table, ["group_id", target, *measures], "table")
     frames = []
     for measure in measures:
         configs = finite_config_means(table, measure, target)
@@ -326,11 +327,3 @@ def _as_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
     if not (np.isfinite(x).all() and np.isfinite(y).all()):
         raise ValueError("x and y must be finite; drop NaN/inf rows (e.g. diverged runs) first")
     return x, y
-
-
-def _require_columns(df: pd.DataFrame, columns: Sequence[str], name: str) -> None:
-    missing = [c for c in dict.fromkeys(columns) if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{name} is missing column(s) {missing}; available: {sorted(map(str, df.columns))}"
-        )

@@ -8,7 +8,6 @@ leak, safe to call from Snakemake jobs in parallel.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -32,15 +31,6 @@ def save_png(fig: Figure, path: str | os.PathLike) -> Path:
     if path.suffix.lower() != ".png":
         raise ValueError(f"path={str(path)!r} must end in .png")
     return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
-
-
-def require_columns(df: pd.DataFrame, columns: Sequence[str], name: str = "table") -> None:
-    """Raise a ValueError naming the missing columns and what is available."""
-    missing = [c for c in dict.fromkeys(columns) if c not in df.columns]
-    if missing:
-        raise ValueError(
-            f"{name} is missing column(s) {missing}; available: {sorted(map(str, df.columns))}"
-        )
 
 
 def require_rows(df: pd.DataFrame, what: str) -> None:

@@ -15,7 +15,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from flatness.plotting._common import new_figure, require_columns, require_rows, save_png, short
+from flatness.plotting._common import new_figure, require_rows, save_png, short
+from flatness.tables import require_columns
 
 
 def measure_scatter(

@@ -19,11 +19,11 @@ import seaborn as sns
 from flatness.analysis.rows import ok_runs
 from flatness.plotting._common import (
     new_figure,
-    require_columns,
     require_rows,
     save_png,
     short,
 )
+from flatness.tables import require_columns
 
 TYPE, FRACTION = "data.corruption.type", "data.corruption.fraction"
 REGULARIZERS = ("optim.weight_decay", "model.dropout", "model.batch_norm", "data.augment")

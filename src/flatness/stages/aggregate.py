@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from flatness.config import result_config
 from flatness.io import atomic_write, read_json
+from flatness.tables import measure_column, stderr_column
 
 METRIC_KEYS = (
     "status", "stopped_by", "train_loss", "train_acc", "test_loss", "test_acc", "gen_gap",
@@ -61,8 +62,8 @@ def run_row(run_dir: Path, grids: list[str]) -> dict[str, Any]:
     measures_path = run_dir / "measures.json"
     if measures_path.exists():
         for name, result in read_json(measures_path).get("measures", {}).items():
-            row[f"m.{name}"] = result.get("value")
-            row[f"m.{name}.stderr"] = result.get("stderr")
+            row[measure_column(name)] = result.get("value")
+            row[stderr_column(measure_column(name))] = result.get("stderr")
     return row
 
 

@@ -29,6 +29,7 @@ import pandas as pd
 
 from flatness.analysis import verdicts as v
 from flatness.analysis.correlation import (
+    CORRELATION_COLUMNS,
     POINT_COLUMNS,
     correlation_points,
     correlation_table,
@@ -37,20 +38,20 @@ from flatness.analysis.correlation import (
 from flatness.analysis.rows import correlation_rows, family_rows, missing_runs
 from flatness.io import read_json
 from flatness.stages.captions import write_reproduction_table
+from flatness.tables import is_measure_value
 
 # The sign of tau with the gap that "flatter generalizes better" predicts: +1 for sharpness-like
 # measures (larger = sharper), -1 where larger means flatter or better separated. lambda_min says
 # minimum or saddle, not flat or sharp: it is correlated but makes no flatness claim.
 EXPECTED_SIGN = {"m.margin": -1, "m.local_displacement": -1}
 NO_FLATNESS_CLAIM = ("m.lambda_min",)
-CORRELATION_COLUMNS = ["measure", "target", "tau", "tau_ci_low", "tau_ci_high", "psi"]
 BATCH = "train.batch_size"
 FRACTION = "data.corruption.fraction"
 
 
 def measure_columns(table: pd.DataFrame) -> list[str]:
     """``m.<name>`` value columns with at least one finite value."""
-    cols = [c for c in table.columns if c.startswith("m.") and not c.endswith(".stderr")]
+    cols = [c for c in table.columns if is_measure_value(c)]
     return [c for c in cols if pd.to_numeric(table[c], errors="coerce").notna().any()]
 
 

@@ -22,7 +22,7 @@ import time
 from flatness.measures import run_group_suite
 from flatness.stages.common import load_run, set_threads
 from flatness.stages.measure import MeasureJob
-from flatness.stages.train_group import parse_group
+from flatness.stages.train_group import parse_group, write_marker
 
 
 def measure_jobs(jobs: list[MeasureJob]) -> list[dict]:
@@ -55,11 +55,15 @@ def measure_jobs(jobs: list[MeasureJob]) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    overrides, run_dirs = parse_group(argv, __doc__.splitlines()[0])
+    args = parse_group(argv, __doc__.splitlines()[0])
     set_threads()
-    runs = [load_run(o) for o in overrides] + [load_run(run_dir=d) for d in run_dirs]
-    for out in measure_jobs([MeasureJob(run) for run in runs]):
+    runs = [load_run(o) for o in args.run] + [load_run(run_dir=d) for d in args.run_dir]
+    outs = measure_jobs([MeasureJob(run) for run in runs])
+    for out in outs:
         print(f"{out['run_id']}: {out['status']} in {out.get('seconds') or 0:.1f} s")
+    write_marker(
+        args.marker, [{k: o.get(k) for k in ("run_id", "status", "seconds")} for o in outs]
+    )
 
 
 if __name__ == "__main__":

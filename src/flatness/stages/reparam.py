@@ -27,6 +27,7 @@ from flatness.plotting import reparam as plots
 from flatness.reparam import blocks
 from flatness.reparam_study import alpha_grid, dinh_flip, invariance_verdicts, reparam_sweep
 from flatness.stages.common import TrainedRun, load_run, set_threads
+from flatness.tables import measure_column
 
 SHARPNESS = "lambda_max"
 
@@ -80,11 +81,12 @@ def _dinh_numbers(sweeps: list[dict]) -> list[dict]:
 
 def _flip_pair(table: pd.DataFrame) -> tuple[str, str] | None:
     """A: the best test accuracy; B: a worse-generalizing run that is sharper than A."""
-    ok = table[(table["status"] == "ok") & table[f"m.{SHARPNESS}"].notna()]
+    column = measure_column(SHARPNESS)
+    ok = table[(table["status"] == "ok") & table[column].notna()]
     if len(ok) < 2:
         return None
     a = ok.loc[ok["test_acc"].idxmax()]
-    sharper = ok[(ok["test_acc"] < a["test_acc"]) & (ok[f"m.{SHARPNESS}"] > a[f"m.{SHARPNESS}"])]
+    sharper = ok[(ok["test_acc"] < a["test_acc"]) & (ok[column] > a[column])]
     if sharper.empty:
         return None
     return a["run_id"], sharper.loc[sharper["test_acc"].idxmin()]["run_id"]

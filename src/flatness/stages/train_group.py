@@ -1,8 +1,8 @@
 """The ``train_group`` stage: the runs of one group trained in one process (a lone run: a group of one).
 
 By hand, one ``--run`` per run with that run's Hydra overrides (the Snakefile passes the overrides
-of each run of a group, see ``workflow/rules/train_group.smk``), or ``--run-dir`` with run folders
-that hold a ``config.yaml``::
+of each run of a group, see ``workflow/rules/train.smk``), or ``--run-dir`` with run folders
+that hold a ``config.yaml``; ``--marker`` names the JSON summary written last)::
 
     python -m flatness.stages.train_group --run seed=0 optim.lr=0.01 --run seed=1 optim.lr=0.05
     python -m flatness.stages.train_group --run-dir results/default/runs/<id> --run-dir ...
@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from flatness.config import compose_run
+from flatness.io import atomic_write_json
 from flatness.stages.common import set_threads
 from flatness.training.driver import ENGINE_CHOICES, run_group
 
@@ -38,13 +39,24 @@ def group_parser(description: str) -> argparse.ArgumentParser:
         "--run-dir", action="append", type=Path, default=[],
         help="a run folder holding config.yaml (repeatable)",
     )  # fmt: skip
+    parser.add_argument(
+        "--marker", type=Path,
+        help="write the members' summaries here (JSON), last: the group's Snakemake output",
+    )  # fmt: skip
     return parser
 
 
-def parse_group(argv: list[str] | None, description: str) -> tuple[list[list[str]], list[Path]]:
-    """Each run's overrides (``--run ...``) and run folders (``--run-dir``) of a group stage."""
-    args = _parse(group_parser(description), argv)
-    return args.run, args.run_dir
+def parse_group(argv: list[str] | None, description: str) -> argparse.Namespace:
+    """A group stage's arguments: each run's overrides (``--run ...``), run folders
+    (``--run-dir``) and the ``--marker`` file."""
+    return _parse(group_parser(description), argv)
+
+
+def write_marker(path: Path | None, summaries: list[dict]) -> None:
+    """The group's marker: run id -> that run's summary, written atomically once every member's
+    files are in place, so its presence means the whole group is done."""
+    if path is not None:
+        atomic_write_json(path, {s["run_id"]: s for s in summaries})
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -72,11 +84,13 @@ def main(argv: list[str] | None = None) -> None:
     cfgs = compose_group(args.run, args.run_dir)
     set_threads()
     with torch.random.fork_rng(devices=[]):
-        for cfg, m in zip(cfgs, run_group(cfgs, args.engine), strict=True):
-            print(
-                f"{m['run_id']}: {m['status']}, train acc {m['train_acc']:.4f}, test acc "
-                f"{m['test_acc']:.4f} after {m['epochs']} epochs -> {cfg.out_dir}"
-            )
+        metrics = run_group(cfgs, args.engine)
+    for cfg, m in zip(cfgs, metrics, strict=True):
+        print(
+            f"{m['run_id']}: {m['status']}, train acc {m['train_acc']:.4f}, test acc "
+            f"{m['test_acc']:.4f} after {m['epochs']} epochs -> {cfg.out_dir}"
+        )
+    write_marker(args.marker, metrics)
 
 
 if __name__ == "__main__":

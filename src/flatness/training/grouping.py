@@ -11,8 +11,6 @@ deterministic and a group whose membership changes gets a new name (its rule rer
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -43,7 +41,7 @@ def group_key(cfg: Any) -> str:
 
     ``cfg``: a run config, plain data or a DictConfig (imported here, not at the top: a
     Snakemake process that reads a cached study groups it without importing torch)."""
-    from flatness.config import plain, result_config
+    from flatness.config import digest, plain, result_config
 
     full = plain(cfg)
     c = result_config(full)
@@ -54,7 +52,7 @@ def group_key(cfg: Any) -> str:
             node = node.get(part, {})
         node.pop(last, None)
     c["device"] = full["device"]  # bookkeeping for run ids, but one group runs on one device
-    return hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()[:12]
+    return digest(c)
 
 
 def make_groups(
@@ -66,6 +64,8 @@ def make_groups(
     With ``size`` 1 every run is its own group. A key with k runs is split into ceil(k / size)
     groups of near-equal size (16 runs with size 12 give 8 + 8, not 12 + 4).
     """
+    from flatness.config import digest  # imported here, as in group_key
+
     if size < 1:
         raise ValueError(f"group_size={size!r} is not allowed; allowed: an integer >= 1")
     buckets: dict[str, list[str]] = {}
@@ -80,7 +80,7 @@ def make_groups(
         for i in range(n_groups):
             chunk = members[start : start + base + (i < extra)]
             start += len(chunk)
-            name = hashlib.sha256(" ".join(chunk).encode()).hexdigest()[:12]
+            name = digest(chunk)
             groups[name] = chunk
     return groups
 
