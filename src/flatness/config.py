@@ -8,15 +8,13 @@ the value and what is allowed, and nothing is written.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from flatness.base import CONF_DIR, ConfigError
+from flatness.base import CONF_DIR, ConfigError, digest
 from flatness.corruptions import CORRUPTION_TYPES
 from flatness.data import DATASET_NAMES
 from flatness.models import MODEL_NAMES
@@ -89,12 +87,6 @@ def result_config(cfg: DictConfig | Mapping) -> dict[str, Any]:
     for section, key in BOOKKEEPING_SUBKEYS:
         c.get(section, {}).pop(key, None)
     return c
-
-
-def digest(obj: Any) -> str:
-    """12 hex digits of the SHA-256 of ``obj`` as sorted JSON: the one hash that names runs,
-    groups and group keys."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def run_id(cfg: DictConfig | Mapping) -> str:

@@ -64,7 +64,7 @@ def make_groups(
     With ``size`` 1 every run is its own group. A key with k runs is split into ceil(k / size)
     groups of near-equal size (16 runs with size 12 give 8 + 8, not 12 + 4).
     """
-    from flatness.config import digest  # imported here, as in group_key
+    from flatness.base import digest  # no torch: naming groups of a cached study stays cheap
 
     if size < 1:
         raise ValueError(f"group_size={size!r} is not allowed; allowed: an integer >= 1")
