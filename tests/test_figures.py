@@ -187,6 +187,10 @@ def test_landscape_figures_write_pngs(tmp_path):
         lf.bezier_vs_linear(bez, tmp_path / "bezier.png"),
     ]
     assert all(_is_png(p) for p in outputs)
+    # a path the loss diverged on: JSON null in its losses and barrier, still drawn (as a gap)
+    diverged = line | {"loss": [None, *line["loss"][1:]], "barrier": None, "barrier_max": None}
+    assert _is_png(lf.interpolation_curves({"diverged": diverged}, tmp_path / "nan.png"))
+    assert _is_png(lf.bezier_vs_linear(bez | {"curve": diverged}, tmp_path / "nan_bezier.png"))
     with pytest.raises(ValueError, match="paths"):
         lf.interpolation_curves({}, tmp_path / "empty.png")
 

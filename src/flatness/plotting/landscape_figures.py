@@ -31,7 +31,7 @@ def interpolation_curves(
         sns.color_palette(n_colors=len(paths)), paths.items(), strict=True
     ):
         t, loss, acc = _floats(res, "t", "loss", "acc")
-        ax.plot(t, loss, color=color, label=f"{label} (barrier {res['barrier']:.3g})")
+        ax.plot(t, loss, color=color, label=f"{label} ({_barrier(res)})")
         acc_ax.plot(t, acc, color=color, ls="--", alpha=0.6)
     for t in (0, 1):
         ax.axvline(t, color="grey", lw=0.6, ls=":")
@@ -75,7 +75,7 @@ def bezier_vs_linear(result: Mapping, path: str | os.PathLike) -> Path:
     fig, axes = new_figure(2)
     for res, label in [(result["linear"], "linear"), (result["curve"], "Bezier curve")]:
         axes[0].plot(*_floats(res, "t", "loss"), marker="o", ms=3,
-                     label=f"{label} (barrier {res['barrier']:.3g})")  # fmt: skip
+                     label=f"{label} ({_barrier(res)})")  # fmt: skip
     axes[0].set(xlabel="t", ylabel="loss", title="Mode connectivity")
     axes[0].legend(fontsize="small")
     train_loss = np.asarray(result["train_loss"], dtype=float)
@@ -88,6 +88,15 @@ def bezier_vs_linear(result: Mapping, path: str | os.PathLike) -> Path:
         axes[1].legend(fontsize="small")
     axes[1].set(xlabel="SGD step", ylabel="minibatch loss, t ~ U(0,1)", title="Curve training")
     return save_png(fig, path)
+
+
+def _barrier(result: Mapping) -> str:
+    """A path's barrier for its legend; a diverged path (a non-finite loss on it) has none, and
+    the landscape stage wrote it as JSON null."""
+    barrier = result.get("barrier")
+    if barrier is None or not np.isfinite(barrier):
+        return "no barrier: the loss diverged on this path"
+    return f"barrier {barrier:.3g}"
 
 
 def _nonempty(mapping: Mapping, name: str) -> None:
