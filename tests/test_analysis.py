@@ -11,12 +11,8 @@ import pytest
 from scipy import stats
 
 from flatness.analysis import verdicts as vd
-from flatness.analysis.correlation import (
-    config_means,
-    correlation_table,
-    granulated_psi,
-    kendall_tau,
-)
+from flatness.analysis.correlation import config_means, correlation_table
+from flatness.analysis.kendall import granulated_psi, kendall_tau
 
 # --- correlation ------------------------------------------------------------------------------
 

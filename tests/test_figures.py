@@ -117,7 +117,7 @@ def test_correlation_figures_write_pngs(tmp_path):
 def test_scatter_points_are_the_points_tau_was_computed_on():
     """The analyze stage writes the points; their count per measure is the n of its tau, and
     Kendall tau recomputed on them is the tau of the table (figures draw, never recompute)."""
-    from flatness.analysis.correlation import kendall_tau
+    from flatness.analysis.kendall import kendall_tau
 
     table = _table()
     table.loc[table.index[:7], "m.norm"] = np.nan  # a measure with missing values

@@ -5,21 +5,8 @@ one configuration are averaged first, so a configuration with five seeds does no
 and bootstrap confidence intervals resample configurations, never single runs (Jiang et al. 2020;
 Dziugaite et al. 2020 warn that averaged correlations over-state certainty otherwise).
 
-All the Kendall statistics here are written in one weighted form. With ``S_ij = sign(x_i - x_j)``
-and ``T_ij = sign(y_i - y_j)`` and multiplicities ``w`` (all ones for the data itself, multinomial
-counts for a bootstrap resample),
-
-    tau_b = w' (S*T) w / sqrt(w' |S| w * w' |T| w),
-
-which is exactly scipy's tau-b: duplicated configurations are tied pairs (sign 0) and drop out of
-both the numerator and the tie-corrected denominators. The form lets every bootstrap resample be a
-matrix product instead of a Python loop.
-
-Granulated Psi (Jiang et al. 2020, eq. for psi_i): for hyperparameter axis i, the "cells" are the
-sets of configurations that agree on every other axis; psi_i is the mean over cells (that vary in
-axis i) of tau within the cell, and Psi is the mean of psi_i over axes. Inside a cell, a measure or
-target that does not vary gives tau = 0 (Jiang's sign(0) = 0 convention: #params has psi = 0 on the
-batch-size axis) instead of tau-b's undefined 0/0.
+The statistics themselves (tau-b in one weighted form, granulated Psi) are in
+``flatness.analysis.kendall``.
 """
 
 from __future__ import annotations
@@ -31,6 +18,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from flatness.analysis.kendall import (
+    axis_cells,
+    psi_weighted,
+    sign_matrix,
+    weighted_tau_b,
+)
 from flatness.analysis.stats import permutation_tau_pvalues
 from flatness.io import atomic_write
 from flatness.tables import require_columns, stderr_column
@@ -51,31 +44,6 @@ CORRELATION_COLUMNS = (
 )
 POINT_COLUMNS = ("measure", "target", "group_id", "measure_value", "target_value", "n_runs")
 MIN_PSI_CELLS = 3  # an axis needs this many cells where it varies for a Psi interval
-
-
-def kendall_tau(x: Sequence[float], y: Sequence[float]) -> float:
-    """Tie-aware Kendall tau-b of two equally long sequences (equals ``scipy.stats.kendalltau``).
-
-    Returns NaN when either sequence is constant (tau-b is 0/0 there) or has fewer than 2 values.
-    """
-    x, y = _as_pair(x, y)
-    return float(_weighted_tau_b(_sign_matrix(x), _sign_matrix(y), np.ones((1, x.size)))[0])
-
-
-def granulated_psi(
-    configs: pd.DataFrame, measure: str, target: str, axes: Sequence[str]
-) -> dict[str, float]:
-    """Granulated Kendall coefficient: ``{"psi": Psi, "psi_<axis>": psi_i, ...}``.
-
-    ``configs`` has one row per configuration with the axis columns, ``measure`` and ``target``.
-    An axis with no cell where it varies gets psi_i = NaN and is left out of the mean Psi.
-    """
-    require_columns(configs, [measure, target, *axes], "configs")
-    x, y = _as_pair(configs[measure], configs[target])
-    out = _psi_weighted(
-        _sign_matrix(x), _sign_matrix(y), _axis_cells(configs, axes), np.ones((1, x.size))
-    )
-    return {k: float(v[0]) for k, v in out.items()}
 
 
 def config_means(
@@ -191,10 +159,10 @@ def _correlate(configs: pd.DataFrame, measure: str, target: str, axes: Sequence[
     if len(configs) < 2:
         return {"tau": np.nan, "psi": np.nan, **{f"psi_{a}": np.nan for a in axes}}
     x, y = configs[measure].to_numpy(float), configs[target].to_numpy(float)
-    sx, sy = _sign_matrix(x), _sign_matrix(y)
+    sx, sy = sign_matrix(x), sign_matrix(y)
     ones = np.ones((1, x.size))
-    out = {"tau": float(_weighted_tau_b(sx, sy, ones)[0])}
-    psi = _psi_weighted(sx, sy, _axis_cells(configs, axes), ones) if axes else {"psi": [np.nan]}
+    out = {"tau": float(weighted_tau_b(sx, sy, ones)[0])}
+    psi = psi_weighted(sx, sy, axis_cells(configs, axes), ones) if axes else {"psi": [np.nan]}
     out.update({k: float(v[0]) for k, v in psi.items()})
     return out
 
@@ -206,15 +174,15 @@ def _bootstrap(configs, measure, target, axes, n_boot, ci, rng) -> dict[str, flo
     if n < 3 or n_boot == 0:
         return nan
     x, y = configs[measure].to_numpy(float), configs[target].to_numpy(float)
-    sx, sy = _sign_matrix(x), _sign_matrix(y)
+    sx, sy = sign_matrix(x), sign_matrix(y)
     weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
     q = [(1 - ci) / 2, (1 + ci) / 2]
     out = dict(nan)
-    taus = _weighted_tau_b(sx, sy, weights)
+    taus = weighted_tau_b(sx, sy, weights)
     if np.isfinite(taus).any():
         out["tau_ci_low"], out["tau_ci_high"] = np.nanquantile(taus, q)
     if axes:
-        psis = _psi_weighted(sx, sy, _axis_cells(configs, axes), weights)["psi"]
+        psis = psi_weighted(sx, sy, axis_cells(configs, axes), weights)["psi"]
         undefined = int((~np.isfinite(psis)).sum())
         out["n_undefined_psi_resamples"] = undefined
         cells = _cells_per_axis(configs, axes).values()
@@ -227,8 +195,8 @@ def _permutation(configs, measure, target, n_perm, rng) -> tuple[float, float]:
     if len(configs) < 3 or n_perm == 0:
         return np.nan, np.nan
     x, y = configs[measure].to_numpy(float), configs[target].to_numpy(float)
-    sx, sy = _sign_matrix(x), _sign_matrix(y)
-    observed = float(_weighted_tau_b(sx, sy, np.ones((1, x.size)))[0])
+    sx, sy = sign_matrix(x), sign_matrix(y)
+    observed = float(weighted_tau_b(sx, sy, np.ones((1, x.size)))[0])
     return permutation_tau_pvalues(sx, sy, observed, n_perm, rng)
 
 
@@ -237,7 +205,7 @@ def _cells_per_axis(configs: pd.DataFrame, axes: Sequence[str]) -> dict[str, int
     if len(configs) == 0:
         return {f"cells_{a}": 0 for a in axes}
     out = {}
-    for axis, (cell, value) in _axis_cells(configs, axes).items():
+    for axis, (cell, value) in axis_cells(configs, axes).items():
         varies = [np.unique(value[cell == c]).size > 1 for c in np.unique(cell)]
         out[f"cells_{axis}"] = int(sum(varies))
     return out
@@ -255,75 +223,9 @@ def _measure_noise_sd(configs, measure, target, n_mc, rng) -> float:
     if not (se > 0).any():
         return 0.0
     x, y = configs[measure].to_numpy(float), configs[target].to_numpy(float)
-    sy = _sign_matrix(y)
+    sy = sign_matrix(y)
     taus = [
-        _weighted_tau_b(
-            _sign_matrix(x + se * rng.standard_normal(x.size)), sy, np.ones((1, x.size))
-        )
+        weighted_tau_b(sign_matrix(x + se * rng.standard_normal(x.size)), sy, np.ones((1, x.size)))
         for _ in range(n_mc)
     ]
     return float(np.nanstd(np.concatenate(taus), ddof=1))
-
-
-def _sign_matrix(v: np.ndarray) -> np.ndarray:
-    return np.sign(v[:, None] - v[None, :])
-
-
-def _quad(weights: np.ndarray, matrix: np.ndarray) -> np.ndarray:
-    """``w_b' M w_b`` for every row ``w_b`` of ``weights``."""
-    return np.einsum("bi,bi->b", weights @ matrix, weights)
-
-
-def _weighted_tau_b(sx: np.ndarray, sy: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    num = _quad(weights, sx * sy)
-    den = np.sqrt(_quad(weights, np.abs(sx)) * _quad(weights, np.abs(sy)))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(den > 0, num / den, np.nan)
-
-
-def _axis_cells(configs: pd.DataFrame, axes: Sequence[str]) -> dict[str, tuple[np.ndarray, ...]]:
-    """Per axis: (cell id of each configuration, axis value code of each configuration)."""
-    codes = {a: pd.factorize(configs[a].astype(str))[0] for a in axes}
-    cells = {}
-    for a in axes:
-        others = [codes[b] for b in axes if b != a]
-        key = np.stack(others, axis=1) if others else np.zeros((len(configs), 1), int)
-        cells[a] = (np.unique(key, axis=0, return_inverse=True)[1].ravel(), codes[a])
-    return cells
-
-
-def _psi_weighted(sx, sy, cells, weights) -> dict[str, np.ndarray]:
-    """psi_i and Psi for each weight row, all cells at once (block-diagonal masks)."""
-    out: dict[str, np.ndarray] = {}
-    for axis, (cell, value) in cells.items():
-        same_cell = cell[:, None] == cell[None, :]
-        varies = (same_cell & (value[:, None] != value[None, :])).astype(float)
-        onehot = (cell[:, None] == np.arange(cell.max() + 1)[None, :]).astype(float)
-
-        def per_cell(m, onehot=onehot, same_cell=same_cell):
-            return ((weights @ (m * same_cell)) * weights) @ onehot
-
-        num, dx, dy = per_cell(sx * sy), per_cell(np.abs(sx)), per_cell(np.abs(sy))
-        active = per_cell(varies) > 0  # the cell holds >= 2 different values of this axis
-        with np.errstate(invalid="ignore", divide="ignore"):
-            tau = np.where(dx * dy > 0, num / np.sqrt(dx * dy), 0.0)
-        n_active = active.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[f"psi_{axis}"] = np.where(n_active > 0, (tau * active).sum(1) / n_active, np.nan)
-    if out:
-        stacked = np.stack(list(out.values()), axis=1)
-        with np.errstate(invalid="ignore"):
-            all_nan = np.isnan(stacked).all(axis=1)
-            out["psi"] = np.where(
-                all_nan, np.nan, np.nanmean(np.where(all_nan[:, None], 0, stacked), 1)
-            )
-    return out
-
-
-def _as_pair(x, y) -> tuple[np.ndarray, np.ndarray]:
-    x, y = np.asarray(x, dtype=float).ravel(), np.asarray(y, dtype=float).ravel()
-    if x.size != y.size:
-        raise ValueError(f"x and y must have the same length, got {x.size} and {y.size}")
-    if not (np.isfinite(x).all() and np.isfinite(y).all()):
-        raise ValueError("x and y must be finite; drop NaN/inf rows (e.g. diverged runs) first")
-    return x, y
