@@ -1,7 +1,7 @@
 """The W&B sidecar: ``python -m flatness.tracking_sidecar``, started and fed by ``flatness.tracking``.
 
-It imports wandb first thing (while its parent imports torch), then reads JSON lines on stdin,
-one message each, for any number of runs told apart by ``key``::
+It imports wandb and warms it up first thing (while its parent imports torch), then reads JSON
+lines on stdin, one message each, for any number of runs told apart by ``key``::
 
     {"op": "init", "key": k, "kwargs": {...}}       wandb.init(**kwargs) (plus quiet settings)
     {"op": "log", "key": k, "data": {...}}          run.log(data)
@@ -17,6 +17,7 @@ goes to stderr, so stdout carries only these reports.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
@@ -35,6 +36,7 @@ def main(messages: IO[str], reports: IO[str]) -> None:
         for _ in messages:
             pass  # drain, so the parent never blocks on a full pipe
         return
+    _warm_up(wandb)
     runs: dict[str, Any] = {}
     dropped: set[str] = set()
     for line in messages:
@@ -64,6 +66,17 @@ def main(messages: IO[str], reports: IO[str]) -> None:
             _finish_quietly(runs.pop(key, None))
     for run in runs.values():  # the parent went away without finishing these
         _finish_quietly(run, exit_code=1)
+
+
+def _warm_up(wandb: Any) -> None:
+    """Pay what the first ``wandb.init`` would, before its message comes (while the parent still
+    imports torch): the wandb-core service, and the launch module that ``init`` imports on every
+    run's start (~1 s of pydantic models, in wandb 0.31). Best effort: ``init`` reports failures."""
+    try:
+        wandb.setup()
+        importlib.import_module("wandb.sdk.launch.inputs.internal")  # for its cost alone
+    except Exception as err:  # init will try again, and report what fails
+        print(f"W&B warm-up failed ({type(err).__name__}: {err})", file=sys.stderr)
 
 
 def _finish_quietly(run: Any, exit_code: int = 1) -> None:
