@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import struct
+import sys
 import textwrap
 from pathlib import Path
 
@@ -115,6 +116,14 @@ def test_a_crashing_sidecar_is_a_warning_and_the_run_completes(compose, tmp_path
         tracking.close()
     assert [m["status"] for m in all_metrics] == ["ok", "ok"]
     assert [read_json(tmp_path / str(s) / "metrics.json") for s in (0, 1)] == all_metrics
+
+
+def test_a_sidecar_that_cannot_start_is_a_warning(compose, tmp_path, wandb_on, monkeypatch):
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-python"))
+    cfg = compose(*SMALL, "tracking.mode=offline", f"out_dir={tmp_path / 'run'}")
+    with pytest.warns(UserWarning, match="sidecar did not start.*no-python"):
+        metrics = run_group([cfg])[0]
+    assert metrics["status"] == "ok" and tracking.running_pid() is None
 
 
 def test_a_hung_sidecar_is_left_after_the_bounded_wait(compose, tmp_path, wandb_on, monkeypatch):

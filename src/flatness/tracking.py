@@ -82,6 +82,9 @@ def tracked(tracking_cfg, *, job_type: str, name: str, group: str, config: dict,
         yield _NullRun()
         return
     sidecar = _sidecar()
+    if sidecar is None:
+        yield _NullRun()
+        return
     key = f"{name}-{job_type}-{next(_KEYS)}"
     init = dict(project=tracking_cfg.project, entity=tracking_cfg.entity, mode=mode,
                 group=f"{tracking_cfg.study}-{group}", job_type=job_type, name=f"{name}-{job_type}",
@@ -119,11 +122,18 @@ _LOCK = threading.Lock()
 _SIDECAR: _Sidecar | None = None
 
 
-def _sidecar() -> _Sidecar:
+def _sidecar() -> _Sidecar | None:
+    """This process's sidecar, started on first use; None (and a warning) if it cannot start."""
     global _SIDECAR
     with _LOCK:
         if _SIDECAR is None:
-            _SIDECAR = _Sidecar(_wait_s())
+            wait_s = _wait_s()  # a bad value is the user's error: raised, not a warning
+            try:
+                _SIDECAR = _Sidecar(wait_s)
+            except OSError as err:  # no process to spare (fork failed, no interpreter): untracked
+                warnings.warn(f"W&B tracking is off: its sidecar did not start "
+                              f"({type(err).__name__}: {err})", stacklevel=3)  # fmt: skip
+                return None
             atexit.register(close)  # closing twice is a no-op
         return _SIDECAR
 
