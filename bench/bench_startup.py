@@ -10,8 +10,11 @@ Each round runs, one after another (so machine load hits all alike), with the da
 - ``python -c "import torch"``: the floor;
 - ``python -m flatness.training train.epochs=1 data.n_train=100`` with ``tracking.mode=disabled``;
 - the same with ``tracking.mode=offline`` (W&B writes its offline run);
-- with ``--baseline-src``: the disabled run again with another source tree first on PYTHONPATH
-  (e.g. the main checkout), so a change is measured against its baseline in the same rounds.
+- with ``--baseline-src``: both runs again with another source tree first on PYTHONPATH (e.g. an
+  earlier commit), so a change is measured against its baseline in the same rounds.
+
+W&B runs in a sidecar process (``flatness.tracking``) that the training process waits for at its
+end, so the offline run's times include W&B's (its CPU seconds too: the sidecar is a child).
 
 Medians of wall-clock and CPU seconds (user + system of the child, which machine load
 inflates far less than wall time on a shared machine) are printed side by side, then the heaviest top-level imports of the disabled run from
@@ -76,10 +79,12 @@ def main() -> None:
     }
     sources = {name: None for name in cases}
     if args.baseline_src:
-        name = f"train, disabled, {args.baseline_src}"
-        cases[name] = lambda i: run("disabled", f"baseline-{i}")
-        sources[name] = args.baseline_src
-        wall(cases[name]("warmup"), env, args.baseline_src)  # its own data cache key, if any
+        for mode in ("disabled", "offline"):
+            name = f"baseline train, {mode}"
+            cases[name] = lambda i, mode=mode: run(mode, f"baseline-{i}")
+            sources[name] = args.baseline_src
+        wall(run("disabled", "baseline-warmup"), env, args.baseline_src)  # its data cache key
+        print(f"baseline: {args.baseline_src}")
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for i in range(args.rounds):
         for name, argv in cases.items():

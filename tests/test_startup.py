@@ -50,3 +50,30 @@ def test_disabled_tracking_never_imports_wandb(tmp_path):
     )
     assert "wandb" not in _modules_after(code, env={"WANDB_MODE": "offline"})
     assert callable(tracked) and not Path(tmp_path, "wandb").exists()
+
+
+HEAVY_UNUSED = {"pandas", "scipy", "wandb", "matplotlib", "sklearn"}
+
+
+def test_composing_and_validating_a_config_imports_no_torch():
+    code = ("from flatness.config import compose_run\n"
+            "cfg = compose_run(['model.width=8', 'measures.subset_size=100'])")  # fmt: skip
+    assert not ({"torch", "flatness.measures.suite.registry"} | HEAVY_UNUSED) & _modules_after(code)
+
+
+def test_a_training_process_imports_only_what_it_uses(tmp_path, compose):
+    """``python -m flatness.training`` and the ``train_group`` stage, tracking disabled: torch and
+    the driver, but no pandas (history.csv is written with csv), no measure algorithms (scipy), no
+    wandb, no plotting."""
+    overrides = ["train.epochs=1", "data.n_train=100", "progress=false", "tracking.mode=disabled"]
+    load_dataset(compose(*overrides).data)  # cached: generating MNIST-1D imports scipy
+    by_hand = (f"import sys\nsys.argv = ['flatness.training', *{overrides!r}, "
+               f"'out_dir={tmp_path / 'a'}']\nfrom flatness.training.__main__ import main\nmain()")  # fmt: skip
+    stage = ("from flatness.stages.train_group import main\n"
+             f"main(['--run', *{overrides!r}, 'out_dir={tmp_path / 'b'}'])")  # fmt: skip
+    for code, out in ((by_hand, "a"), (stage, "b")):
+        loaded = _modules_after(code)
+        assert (tmp_path / out / "metrics.json").is_file()  # it did train
+        assert {"torch", "flatness.training.driver"} <= loaded
+        assert not HEAVY_UNUSED & loaded, sorted(HEAVY_UNUSED & loaded)
+        assert not any(m.startswith("flatness.measures.algorithms") for m in loaded)

@@ -55,6 +55,26 @@ def test_divergence_is_recorded_not_raised(compose, tmp_path):
     json.dumps(saved, allow_nan=False)
 
 
+def test_history_csv_is_written_as_pandas_writes_it(tmp_path):
+    """history.csv is written without pandas (start-up); the file must not change for its readers:
+    full-precision floats, NaN and a missing value as empty fields, columns as first seen."""
+    import numpy as np
+    import pandas as pd
+
+    from flatness.io import atomic_write_csv
+
+    rows = [
+        {"epoch": 0, "step": 0, "train_loss": 2.302585092994046, "train_acc": 0.1, "lr": 0.05},
+        {"epoch": 1, "step": 7, "train_loss": 0.1 + 0.2, "train_acc": 1e-20, "lr": 0.05},
+        {"epoch": 2, "step": 14, "train_loss": float("nan"), "train_acc": float("inf"),
+         "lr": np.float32(0.025).item(), "extra": -0.0},
+        {"epoch": 3, "step": 21, "train_loss": 1e300, "train_acc": np.float64(0.5), "lr": 2.5e-5},
+    ]  # fmt: skip
+    atomic_write_csv(tmp_path / "history.csv", rows)
+    expected = pd.DataFrame(rows).to_csv(index=False, lineterminator="\n")
+    assert (tmp_path / "history.csv").read_text() == expected
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_numbers(tmp_path):
     """SIGKILL a real training process after a checkpoint, rerun it, compare with a clean run."""

@@ -14,10 +14,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from flatness.base import CONF_DIR, ConfigError, digest
-from flatness.corruptions import CORRUPTION_TYPES
-from flatness.data import DATASET_NAMES
-from flatness.models import MODEL_NAMES
+from flatness.base import (
+    CONF_DIR,
+    CORRUPTION_TYPES,
+    DATASET_NAMES,
+    MODEL_NAMES,
+    ConfigError,
+    digest,
+)
 
 # Keys that say where and how a run is recorded, not what it computes: left out of the run id.
 BOOKKEEPING_KEYS = ("out_dir", "device", "progress", "resume", "tracking", "measures", "hydra")
@@ -194,7 +198,8 @@ _MISSING = object()
 
 
 def _validate_measures(measures: Mapping) -> None:
-    from flatness.measures import validate_settings
+    # the settings module alone: the measure algorithms (and scipy) are the measure stage's cost
+    from flatness.measures.suite.settings import validate_settings
 
     try:
         validate_settings(measures)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-CORRUPTION_TYPES = ("none", "labels", "shuffled_pixels", "random_pixels", "gaussian")
+from flatness.base import CORRUPTION_TYPES
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from flatness.base import DATASET_NAMES
 from flatness.io import atomic_save_npz
-
-DATASET_NAMES = ("mnist1d", "digits", "mnist", "cifar10")
 
 _EXPECTED_FILES = {
     "mnist": (

@@ -8,6 +8,7 @@ file before the rename, so colleagues on a shared cluster can read results as th
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -70,6 +71,24 @@ def to_jsonable(obj: Any) -> Any:
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
     text = json.dumps(to_jsonable(obj), indent=2, sort_keys=False, allow_nan=False)
     return atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+
+
+def atomic_write_csv(path: str | os.PathLike, rows: list[dict]) -> Path:
+    """Rows (dicts) as a CSV table, columns in the order first seen, as ``pandas.to_csv(index=False)``
+    writes them (floats in full precision, NaN and missing values as empty fields), without
+    importing pandas: the training process writes ``history.csv`` and pandas costs it ~0.6 s."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+
+    def field(value: Any) -> Any:
+        return "" if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="") as f:
+            writer = csv.writer(f, lineterminator="\n")
+            writer.writerow(columns)
+            writer.writerows([field(row.get(key)) for key in columns] for row in rows)
+
+    return atomic_write(path, write)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:

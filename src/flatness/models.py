@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-MODEL_NAMES = ("mlp", "cnn")
+from flatness.base import MODEL_NAMES
 
 
 def _block(

@@ -9,39 +9,46 @@ Three layers, each importing only from those below it:
 - ``suite``: the adapters into the pipeline (settings, registry, per-measure callables, the
   one-model and group runners, results to JSON, the spectral density plot).
 
-This module is the package's interface: what the stages use.
+This module is the package's interface: what the stages use. Its names are imported on first
+use (PEP 562), so that importing a submodule (``suite.settings``, which config validation needs)
+does not import the algorithms, scipy and matplotlib, a second of start-up in every training process.
 """
 
-from .core.interface import MeasureContext, MeasureData, MeasureResult
-from .suite.density_plot import plot_spectral_density, slq_from_details
-from .suite.group import STACKED, run_group_suite
-from .suite.one_model import (
-    derive_seed,
-    enabled_measures,
-    make_context,
-    results_to_json,
-    run_suite,
-    select_subset,
-)
-from .suite.registry import MEASURES, RESULT_NAMES
-from .suite.settings import DEFAULTS, validate_settings
+from __future__ import annotations
 
-__all__ = [
-    "DEFAULTS",
-    "MEASURES",
-    "RESULT_NAMES",
-    "STACKED",
-    "MeasureContext",
-    "MeasureData",
-    "MeasureResult",
-    "derive_seed",
-    "enabled_measures",
-    "make_context",
-    "plot_spectral_density",
-    "results_to_json",
-    "run_group_suite",
-    "run_suite",
-    "select_subset",
-    "slq_from_details",
-    "validate_settings",
-]
+from importlib import import_module
+from typing import Any
+
+_WHERE = {  # name -> the submodule that defines it
+    "MeasureContext": ".core.interface",
+    "MeasureData": ".core.interface",
+    "MeasureResult": ".core.interface",
+    "plot_spectral_density": ".suite.density_plot",
+    "slq_from_details": ".suite.density_plot",
+    "STACKED": ".suite.group",
+    "run_group_suite": ".suite.group",
+    "derive_seed": ".suite.one_model",
+    "enabled_measures": ".suite.one_model",
+    "make_context": ".suite.one_model",
+    "results_to_json": ".suite.one_model",
+    "run_suite": ".suite.one_model",
+    "select_subset": ".suite.one_model",
+    "MEASURES": ".suite.registry",
+    "RESULT_NAMES": ".suite.registry",
+    "DEFAULTS": ".suite.settings",
+    "validate_settings": ".suite.settings",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(_WHERE[name], __name__), name)
+    globals()[name] = value  # imported once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

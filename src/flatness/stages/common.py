@@ -55,7 +55,11 @@ def load_run(overrides: Sequence[str] = (), run_dir: Path | None = None) -> Trai
         run_dir = Path(cfg.out_dir)
     else:
         cfg = OmegaConf.load(Path(run_dir) / "config.yaml")
-    run_dir = Path(run_dir)
+    return load_trained(cfg, Path(run_dir))
+
+
+def load_trained(cfg: DictConfig, run_dir: Path) -> TrainedRun:
+    """The trained run in ``run_dir`` under the config ``cfg`` (composed or read by the caller)."""
     dataset = load_dataset(cfg.data)
     splits = saved_splits(cfg, dataset, run_dir / "corruption.npz")
     model = build_run_model(cfg, dataset.input_shape, dataset.n_classes)

@@ -11,23 +11,29 @@ Hutchinson, SLQ) run stacked over the runs, one batched Hessian-vector product f
 each run stopping on its own residuals; the other measures run one run at a time (that module says
 which and why). Each run gets the numbers ``flatness.stages.measure`` gives it up to rounding, into
 its own ``measures.json`` of the same format; diverged runs get status ``skipped``. ``seconds`` per
-run is its even share of its batch's time.
+run is its even share of its batch's time. The configs are composed and the W&B sidecar
+(``flatness.tracking``) started before torch and the measures are imported.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from flatness.measures import run_group_suite
-from flatness.stages.common import load_run, set_threads
-from flatness.stages.measure import MeasureJob
-from flatness.stages.train_group import parse_group, write_marker
+from flatness import tracking
+from flatness.stages.train_group import compose_group, parse_group, write_marker
+
+if TYPE_CHECKING:
+    from flatness.stages.measure import MeasureJob
 
 
 def measure_jobs(jobs: list[MeasureJob]) -> list[dict]:
     """Measure the jobs, those that share settings, subset size, device and parameter shapes
     together (a group's runs normally do; a mixed list just makes more batches)."""
+    from flatness.measures import run_group_suite
+
     outs: dict[int, dict] = {}
     batches: dict[str, list[int]] = {}
     for i, job in enumerate(jobs):
@@ -56,8 +62,14 @@ def measure_jobs(jobs: list[MeasureJob]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_group(argv, __doc__.splitlines()[0])
+    cfgs = compose_group(args.run, args.run_dir)
+    tracking.start(cfg.tracking for cfg in cfgs)
+    # torch and the measures: imported after the sidecar's start, so both start up side by side
+    from flatness.stages.common import load_trained, set_threads
+    from flatness.stages.measure import MeasureJob
+
     set_threads()
-    runs = [load_run(o) for o in args.run] + [load_run(run_dir=d) for d in args.run_dir]
+    runs = [load_trained(cfg, Path(cfg.out_dir)) for cfg in cfgs]
     outs = measure_jobs([MeasureJob(run) for run in runs])
     for out in outs:
         print(f"{out['run_id']}: {out['status']} in {out.get('seconds') or 0:.1f} s")

@@ -11,7 +11,8 @@ Every run gets its own folder with exactly the files ``python -m flatness.traini
 call ``flatness.training.driver.run_group``. ``--engine`` picks the step engine (default ``auto``:
 the reference engine for one run, the stacked one for more). Killed and rerun with the same
 arguments, the group resumes every run from its ``checkpoint.pt``. Start-up (imports, data
-generation) is paid once per group, not per run.
+generation) is paid once per group, not per run, and the W&B sidecar (``flatness.tracking``)
+is started before torch is imported, so both start up side by side.
 """
 
 from __future__ import annotations
@@ -19,13 +20,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
+from flatness import tracking
+from flatness.base import ENGINE_CHOICES
 from flatness.config import compose_run
 from flatness.io import atomic_write_json
-from flatness.stages.common import set_threads
-from flatness.training.driver import ENGINE_CHOICES, run_group
 
 
 def group_parser(description: str) -> argparse.ArgumentParser:
@@ -82,6 +82,12 @@ def main(argv: list[str] | None = None) -> None:
                         help="the step engine (auto: reference for one run, stacked for more)")  # fmt: skip
     args = _parse(parser, argv)
     cfgs = compose_group(args.run, args.run_dir)
+    tracking.start(cfg.tracking for cfg in cfgs)
+    import torch  # after the sidecar's start, so that both start up side by side
+
+    from flatness.stages.common import set_threads
+    from flatness.training.driver import run_group
+
     set_threads()
     with torch.random.fork_rng(devices=[]):
         metrics = run_group(cfgs, args.engine)

@@ -4,6 +4,9 @@
 
 writes ``out_dir`` (default ``results/manual/run``) with the files of ``driver.run_group``. The
 Snakefile trains every run through the ``train_group`` stage, which calls the same driver.
+
+Start-up is kept to what the run needs: the config is composed and the W&B sidecar started
+(``flatness.tracking.start``) before the driver, and with it torch, is imported.
 """
 
 from __future__ import annotations
@@ -13,13 +16,17 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from flatness.config import CONF_DIR, resolved
-from flatness.training.driver import run_group
+from flatness import tracking
+from flatness.config import CONF_DIR, resolved, validate
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
 def _hydra_main(cfg: DictConfig) -> None:
     cfg = resolved(cfg)
+    validate(cfg)  # a bad value fails before anything starts
+    tracking.start([cfg.tracking])
+    from flatness.training.driver import run_group  # torch: imported while the sidecar starts
+
     progress = cfg.progress if isinstance(cfg.progress, bool) else sys.stderr.isatty()
     metrics = run_group([cfg], progress=progress)[0]
     print(

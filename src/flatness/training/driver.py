@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from flatness.base import ENGINE_CHOICES
 from flatness.config import (
     ConfigError,
     check_batch_size,
@@ -35,7 +35,13 @@ from flatness.config import (
 )
 from flatness.corruptions import corrupt
 from flatness.data import Dataset, load_dataset
-from flatness.io import atomic_save_npz, atomic_torch_save, atomic_write, atomic_write_json
+from flatness.io import (
+    atomic_save_npz,
+    atomic_torch_save,
+    atomic_write,
+    atomic_write_csv,
+    atomic_write_json,
+)
 from flatness.models import build_model, count_parameters
 from flatness.seeds import derive_seed
 from flatness.tracking import tracked
@@ -45,8 +51,7 @@ from flatness.training.record import RunRecord, TrainResult
 from flatness.training.reference_step import train_reference
 from flatness.training.stacked_step import train_stacked
 
-ENGINES = {"reference": train_reference, "stacked": train_stacked}
-ENGINE_CHOICES = ("auto", *ENGINES)
+ENGINES = {"reference": train_reference, "stacked": train_stacked}  # the ENGINE_CHOICES but auto
 
 
 def resolve_device(name: str) -> torch.device:
@@ -185,8 +190,7 @@ def finish_run(cfg: DictConfig, result, metrics: dict) -> dict:
     out = Path(cfg.out_dir)
     atomic_torch_save(out / "model_init.pt", _cpu(result.init_state))
     atomic_torch_save(out / "model.pt", _cpu(result.model.state_dict()))
-    history = pd.DataFrame(result.history)
-    atomic_write(out / "history.csv", lambda tmp: history.to_csv(tmp, index=False))
+    atomic_write_csv(out / "history.csv", result.history)
     atomic_write_json(out / "metrics.json", metrics)
     (out / "checkpoint.pt").unlink(missing_ok=True)
     return metrics
