@@ -26,10 +26,13 @@ Not stacked, run per run unchanged:
   ask for less memory than a pass over all R runs takes); and a whole group with frozen
   parameters, differently shaped runs or subsets, or layers ``FlatForward`` does not know.
 
-On CPU a stacked pass buys no speed: the products are compute-bound float64 kernels, and 16
-MNIST-1D MLPs' Hessian measures took 0.8x (width 4) and 0.8x (width 100) the time stacked as one
-by one on a shared 2-core machine (bench/bench_measure_group.py). What it saves is per-kernel
-launch overhead, which is what dominates small models on a GPU (not measured here: no GPU).
+On CPU a stacked pass buys no speed: products and gradients are compute-bound float64 kernels.
+For 16 MNIST-1D MLPs (bench/bench_measure_group.py --runs 16 --steps 200, 1 thread, process CPU
+seconds one by one / stacked, a shared 2-core machine) width 100 / width 32 gave: Hessian measures
+0.95x / 1.00x, local entropy 0.88x / 1.00x, rho-sharpness 1.04x / 0.69x (1.1x rerun alone), the
+whole suite 0.99x / 0.94x; the same code before this change gave 1.03x / 1.09x for the suite,
+i.e. all within the machine's noise. What stacking saves is per-kernel launch overhead, which is
+what dominates small models on a GPU (not measured here: no GPU).
 """
 
 from __future__ import annotations
