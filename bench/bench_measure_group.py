@@ -4,14 +4,14 @@
 measure settings (conf/measures/default.yaml), in one process, side by side:
 
 - one by one: ``run_suite`` per run (what ``measure_group`` did before);
-- grouped: ``run_group_suite`` (the Hessian measures stacked over the runs, the rest per run);
+- grouped: ``run_group_suite`` (what can be stacked over the runs is, the rest per run);
 
-each for the whole suite and for the Hessian measures alone, plus the largest relative difference
-between a run's grouped and lone values (the stacked kernels round differently) and whether every
-count and flag agrees.
+each for the Hessian measures, local entropy, rho-sharpness alone and the whole suite (wall and
+process CPU seconds: on a shared machine the CPU ratio is the steadier one), plus the largest relative difference between a run's grouped and lone values
+(the stacked kernels round differently) and whether every count and flag agrees.
 
 Usage: python bench/bench_measure_group.py [--threads 1] [--runs 16] [--width 100] [--steps 500]
-       [--hessian-only]
+       [--only hessian|local_entropy|rho_sharpness|suite]
 """
 
 from __future__ import annotations
@@ -28,10 +28,13 @@ from omegaconf import OmegaConf
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_measures import mnist1d, train
 
-from flatness.measures import STACKED, MeasureContext, run_group_suite, run_suite, select_subset
+from flatness.measures import MeasureContext, run_group_suite, run_suite, select_subset
 from flatness.models import build_mlp
 
 ROOT = Path(__file__).resolve().parents[1]
+HESSIAN = ("hessian_eigen", "hessian_trace", "spectral_density")
+CASES = {"hessian": HESSIAN, "local_entropy": ("local_entropy",),
+         "rho_sharpness": ("rho_sharpness",), "suite": None}  # fmt: skip
 
 
 def only(settings: dict, names) -> dict:
@@ -59,7 +62,7 @@ def main():
     parser.add_argument("--runs", type=int, default=16)
     parser.add_argument("--width", type=int, default=100)
     parser.add_argument("--steps", type=int, default=500, help="SGD steps of brief training")
-    parser.add_argument("--hessian-only", action="store_true", help="skip the whole-suite timing")
+    parser.add_argument("--only", choices=sorted(CASES), action="append", help="cases to time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = OmegaConf.to_container(OmegaConf.load(ROOT / "conf/measures/default.yaml"))
@@ -70,19 +73,20 @@ def main():
     seeds = list(range(args.runs))
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.runs} MLPs of width"
           f" {args.width}, default measure settings")  # fmt: skip
-    cases = [("Hessian measures", only(settings, STACKED)), ("whole suite", settings)]
-    for label, block in cases[: 1 if args.hessian_only else 2]:
-        t0 = time.perf_counter()
+    for label in args.only or list(CASES):
+        block = settings if CASES[label] is None else only(settings, CASES[label])
+        t0, c0 = time.perf_counter(), time.process_time()
         alone = [run_suite(m, d, block, s, MeasureContext(init_model=i))
                  for m, d, s, i in zip(models, data, seeds, inits, strict=True)]  # fmt: skip
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         grouped = run_group_suite(models, data, block, seeds, MeasureContext(), init_models=inits)
-        t2 = time.perf_counter()
+        t2, c2 = time.perf_counter(), time.process_time()
         worst, same = compare(grouped, alone)
         print(
-            f"{label:17s} one by one {t1 - t0:7.2f} s, grouped {t2 - t1:7.2f} s,"
-            f" ratio {(t1 - t0) / (t2 - t1):4.2f}x; worst relative difference {worst:.1e},"
-            f" counts and flags agree: {same}"
+            f"{label:13s} one by one {t1 - t0:7.2f} s (cpu {c1 - c0:7.2f}), grouped"
+            f" {t2 - t1:7.2f} s (cpu {c2 - c1:7.2f}), ratio {(t1 - t0) / (t2 - t1):4.2f}x"
+            f" (cpu {(c1 - c0) / (c2 - c1):4.2f}x);"
+            f" worst relative difference {worst:.1e}, counts and flags agree: {same}"
         )
 
 

@@ -8,8 +8,9 @@ Same command line as ``flatness.stages.train_group`` (one ``--run`` with each ru
 Runs with the same measure settings, subset size, device and parameter shapes are measured
 together by ``flatness.measures.run_group_suite``: the Hessian measures (Lanczos,
 Hutchinson, SLQ) run stacked over the runs, one batched Hessian-vector product for all of them,
-each run stopping on its own residuals; the other measures run one run at a time (that module says
-which and why). Each run gets the numbers ``flatness.stages.measure`` gives it up to rounding, into
+each run stopping on its own residuals, and so do local entropy and rho-sharpness (one batched
+loss and gradient per step); the other measures run one run at a time (that module says which and
+why). Each run gets the numbers ``flatness.stages.measure`` gives it up to rounding, into
 its own ``measures.json`` of the same format; diverged runs get status ``skipped``. ``seconds`` per
 run is its even share of its batch's time. The configs are composed and the W&B sidecar
 (``flatness.tracking``) started before torch and the measures are imported.

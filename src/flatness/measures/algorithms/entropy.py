@@ -22,6 +22,9 @@ mean vector in norm, ``sqrt(sum_b ||m_b - m||^2 / (B (B - 1)))``.
 The gradient is the full-subset gradient (no minibatch noise), so the temperature alone sets the
 noise. For a quadratic ``f`` the discrete chain's stationary law is Gaussian with per-eigendirection
 variance ``T / (k (1 - lr k / 2))``, ``k = lambda + gamma``, which the tests check.
+
+The chain is written as steps (``sgld_steps``, see ``algorithms.steps``): ``local_entropy_chain``
+drives it on one run's closure; a group drives its R chains in lockstep on one stacked objective.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import torch
 
 from ..core.objective import gaussian
 from .sharpness import LossGrad
+from .steps import Steps, drive
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,28 @@ def local_entropy_chain(
     n_batches: int = 10,
     gen: torch.Generator,
 ) -> EntropyResult:
+    """The chain at ``theta`` on one run's ``loss_grad`` (``sgld_steps`` driven alone)."""
+    steps = sgld_steps(theta, gamma=gamma, temperature=temperature, lr=lr, burn_in=burn_in,
+                       n_samples=n_samples, n_batches=n_batches, gen=gen)  # fmt: skip
+    return drive(steps, loss_grad)
+
+
+def sgld_steps(
+    theta: torch.Tensor,
+    *,
+    gamma: float,
+    temperature: float,
+    lr: float,
+    burn_in: int,
+    n_samples: int,
+    n_batches: int = 10,
+    gen: torch.Generator,
+) -> Steps[EntropyResult]:
+    """The chain as steps (``algorithms.steps``): yields points, is sent ``(f, grad)``.
+
+    The first point is ``theta`` itself (``f0``); a non-finite loss ends the chain there, with NaN
+    values, ``finite=False`` and the gradients spent so far.
+    """
     if gamma < 0 or temperature <= 0 or lr <= 0 or burn_in < 0:
         raise ValueError(
             f"need gamma >= 0, temperature > 0, lr > 0, burn_in >= 0; got {gamma}, {temperature}, {lr}, {burn_in}"
@@ -66,15 +92,18 @@ def local_entropy_chain(
         raise ValueError(
             f"need n_batches >= 2 and n_samples >= n_batches, got {n_batches}, {n_samples}"
         )
-    f0, _ = loss_grad(theta)
-    per_batch = n_samples // n_batches
-    noise = math.sqrt(2 * lr * temperature)
+    return _sgld(theta, gamma, math.sqrt(2 * lr * temperature), lr, burn_in,
+                 n_samples // n_batches, n_batches, gen)  # fmt: skip
+
+
+def _sgld(theta, gamma, noise, lr, burn_in, per_batch, n_batches, gen) -> Steps[EntropyResult]:
+    f0, _ = yield theta
     xp = theta.clone()
     energy_means, point_means = [], []
     e_sum, x_sum, count = 0.0, torch.zeros_like(theta), 0
     n_grad = 1
     for t in range(burn_in + per_batch * n_batches):
-        f, g = loss_grad(xp)
+        f, g = yield xp
         n_grad += 1
         if not math.isfinite(f):
             nan = float("nan")

@@ -1,4 +1,5 @@
-"""Hessian algorithms for a group of runs in lockstep on one ``StackedHessian``.
+"""Algorithms for a group of runs in lockstep: Hessian ones on one ``StackedHessian``,
+perturbation ones (written as steps, ``algorithms.steps``) on one ``StackedObjective``.
 
 - ``group_eigen``: R Lanczos processes in lockstep, each fed its row of one batched product, each
   stopping on its own residuals by the very ``RitzTracker`` a lone run uses (a stopped run's row
@@ -6,13 +7,18 @@
 - ``group_hutchinson``: probe i of every run in one product;
 - ``group_slq``: probe p of every run, Lanczos steps in lockstep.
 
-Each run draws its start vectors and probes from its own generator with its own seed, exactly as
-when measured alone, so its numbers equal the lone run's up to the rounding of batched kernels.
+- ``drive_group``: R runs' steps (SGLD chains, projected ascents, Monte-Carlo averages), every
+  running run's point evaluated in one batched call; a finished run (a diverged chain) stops
+  being sent evaluations while the others go on.
+
+Each run draws its start vectors, probes and noise from its own generator with its own seed,
+exactly as when measured alone, so its numbers equal the lone run's up to the rounding of batched
+kernels.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -22,6 +28,7 @@ from ..core.operators import Operator
 from ..core.stacked import StackedHessian
 from .density import SLQResult
 from .eigen import EigenResult, LanczosProcess, RitzTracker
+from .steps import Steps
 from .trace import TraceEstimate, mean_stderr
 
 
@@ -100,3 +107,36 @@ def group_slq(op: StackedHessian, n_probes: int, n_steps: int, seeds) -> list[SL
             weights[r].append(tuple(float(x) for x in w))
     return [SLQResult(tuple(n), tuple(w), op.size, row.n_matvec)
             for n, w, row in zip(nodes, weights, rows, strict=True)]  # fmt: skip
+
+
+def drive_group(
+    steps: Sequence[Steps], evaluate: Callable[[torch.Tensor], Any], idle: torch.Tensor
+) -> tuple[list, list[int]]:
+    """Drive R runs' steps together: one ``evaluate`` of the ``(R, P)`` stacked points per step.
+
+    ``evaluate`` returns per-run losses, or per-run losses and an ``(R, P)`` gradient
+    (``StackedObjective.loss`` / ``loss_grad``); a finished run's row is its ``idle`` row (a
+    finite point: its evaluation is discarded). Returns every run's result and how many
+    evaluations it was sent (what it would have counted alone).
+    """
+    points: list[torch.Tensor | None] = [None] * len(steps)
+    results: list = [None] * len(steps)
+    counts = [0] * len(steps)
+
+    def advance(r: int, value) -> None:
+        try:
+            points[r] = steps[r].send(value)  # send(None) starts a generator
+        except StopIteration as stop:
+            points[r], results[r] = None, stop.value
+
+    for r in range(len(steps)):
+        advance(r, None)
+    while any(p is not None for p in points):
+        rows = torch.stack([idle[r] if p is None else p for r, p in enumerate(points)])
+        values = evaluate(rows)
+        per_run = values if isinstance(values, list) else list(zip(*values, strict=True))
+        for r, point in enumerate(points):
+            if point is not None:
+                counts[r] += 1
+                advance(r, per_run[r])
+    return results, counts

@@ -20,6 +20,9 @@ Gaussian ``A`` with unit-norm columns (our choice: it keeps ``A y`` on the scale
   to increase the loss (a simplified APGD: no momentum); the best point seen is kept;
 - average case ``E_xi[L(w + rho c xi) - L(w)]`` with Gaussian or Uniform[-1, 1] ``xi``, by
   Monte-Carlo with its standard error.
+
+Both rho-sharpness cores are written as steps (``ascent_steps``, ``average_steps``, see
+``algorithms.steps``), driven on one closure here and in lockstep for a group of runs.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import torch
 
 from ..core.blas import one_blas_thread
 from ..core.objective import gaussian, uniform_pm1
+from .steps import Steps, drive
 
 LossGrad = Callable[[torch.Tensor], tuple[float, torch.Tensor]]
 LossFn = Callable[[torch.Tensor], float]
@@ -149,13 +153,35 @@ def projected_ascent(
     gen: torch.Generator,
 ) -> AscentResult:
     """Maximize ``L(theta + scale * z)`` over ``||z||_norm <= rho`` (see the module docstring)."""
+    steps = ascent_steps(theta, rho=rho, scale=scale, norm=norm, n_steps=n_steps,
+                         n_restarts=n_restarts, step_size=step_size, gen=gen)  # fmt: skip
+    return drive(steps, loss_grad)
+
+
+def ascent_steps(
+    theta: torch.Tensor,
+    *,
+    rho: float,
+    scale: torch.Tensor | float = 1.0,
+    norm: str = "l2",
+    n_steps: int = 10,
+    n_restarts: int = 1,
+    step_size: float | None = None,
+    gen: torch.Generator,
+) -> Steps[AscentResult]:
+    """``projected_ascent`` as steps (``algorithms.steps``): yields points, is sent ``(f, grad)``;
+    always ``1 + n_restarts * (n_steps + 1)`` of them."""
     if norm not in ("l2", "linf"):
         raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
     if rho <= 0 or n_steps < 1 or n_restarts < 1:
         raise ValueError(
             f"need rho > 0, n_steps >= 1, n_restarts >= 1; got {rho}, {n_steps}, {n_restarts}"
         )
-    f0, _ = loss_grad(theta)
+    return _ascent(theta, rho, scale, norm, n_steps, n_restarts, step_size, gen)
+
+
+def _ascent(theta, rho, scale, norm, n_steps, n_restarts, step_size, gen) -> Steps[AscentResult]:
+    f0, _ = yield theta
     n_grad = 1
     best_f, best_delta = f0, torch.zeros_like(theta)
     for _ in range(n_restarts):
@@ -164,12 +190,12 @@ def projected_ascent(
         else:
             z = gaussian(theta.numel(), gen, theta)
             z = rho * z / torch.linalg.vector_norm(z)
-        f, g = loss_grad(theta + scale * z)
+        f, g = yield theta + scale * z
         n_grad += 1
         alpha = 2.0 * rho if step_size is None else step_size
         for _ in range(n_steps):
             z_new = _project(z + alpha * _ascent_direction(scale * g, norm), rho, norm)
-            f_new, g_new = loss_grad(theta + scale * z_new)
+            f_new, g_new = yield theta + scale * z_new
             n_grad += 1
             if f_new > f:
                 z, f, g = z_new, f_new, g_new
@@ -191,15 +217,34 @@ def average_sharpness(
     gen: torch.Generator,
 ) -> tuple[float, float, tuple[float, ...]]:
     """``E[L(theta + rho * scale * xi)] - L(theta)``: mean, standard error and the samples."""
+    steps = average_steps(theta, rho=rho, scale=scale, noise=noise, n_samples=n_samples, gen=gen)
+    return drive(steps, loss)
+
+
+def average_steps(
+    theta: torch.Tensor,
+    *,
+    rho: float,
+    scale: torch.Tensor | float = 1.0,
+    noise: str = "gaussian",
+    n_samples: int = 20,
+    gen: torch.Generator,
+) -> Steps[tuple[float, float, tuple[float, ...]]]:
+    """``average_sharpness`` as steps: yields ``1 + n_samples`` points, is sent their losses."""
     if noise not in ("gaussian", "uniform"):
         raise ValueError(f"noise must be 'gaussian' or 'uniform', got {noise!r}")
     if rho <= 0 or n_samples < 1:
         raise ValueError(f"need rho > 0 and n_samples >= 1, got {rho}, {n_samples}")
-    draw = gaussian if noise == "gaussian" else uniform_pm1
-    f0 = loss(theta)
-    samples = tuple(
-        loss(theta + rho * scale * draw(theta.numel(), gen, theta)) - f0 for _ in range(n_samples)
-    )
+    return _average(theta, rho, scale, gaussian if noise == "gaussian" else uniform_pm1,
+                    n_samples, gen)  # fmt: skip
+
+
+def _average(theta, rho, scale, draw, n_samples, gen) -> Steps[tuple]:
+    f0 = yield theta
+    samples = []
+    for _ in range(n_samples):
+        samples.append((yield theta + rho * scale * draw(theta.numel(), gen, theta)) - f0)
+    samples = tuple(samples)
     mean = float(np.mean(samples))
     se = float(np.std(samples, ddof=1) / math.sqrt(n_samples)) if n_samples > 1 else math.inf
     return mean, se, samples

@@ -7,7 +7,8 @@ the clock and turns values into ``MeasureResult`` objects that carry the evaluat
 Counts and seconds in a result cover the work since the last ``mark()`` (or the start of the
 call): results computed together (lambda_max and lambda_min from one Lanczos run, the norm block)
 share their cost; a wrapper calls ``mark()`` between independent computations so each result
-reports its own.
+reports its own. ``GroupShare`` plays ``MeasureRun``'s part for a run whose measure ran stacked
+over its group (``suite.group``), with the counts the stacked pass kept for that run.
 """
 
 from __future__ import annotations
@@ -50,6 +51,20 @@ class MeasureRun:
                                n_loss=c.loss - loss0, n_grad=c.grad - grad0,
                                n_hvp=c.hvp - hvp0 if n_hvp is None else n_hvp,
                                seconds=time.perf_counter() - t0, details=details)  # fmt: skip
+
+
+class GroupShare:
+    """A run's share of a measure stacked over its group, shaped as ``MeasureRun`` for the result
+    builders: its settings, its own evaluation counts, the group's seconds split evenly."""
+
+    def __init__(self, name, block, seconds, *, n_loss=0, n_grad=1):
+        self.s = {**DEFAULTS[name], **dict(block or {})}
+        self.seconds, self.n_loss, self.n_grad = seconds, n_loss, n_grad
+
+    def result(self, name, value, *, stderr=None, converged=True, n_hvp=0, **details):
+        return finished_result(name, value, stderr=stderr, converged=converged,
+                               n_loss=self.n_loss, n_grad=self.n_grad, n_hvp=n_hvp,
+                               seconds=self.seconds, details=details)  # fmt: skip
 
 
 def finished_result(

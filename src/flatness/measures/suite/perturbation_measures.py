@@ -1,13 +1,19 @@
-"""Perturbation measures: Keskar, rho-sharpness, Jiang's sigma'/alpha' searches, local entropy."""
+"""Perturbation measures: Keskar, rho-sharpness, Jiang's sigma'/alpha' searches, local entropy.
+
+Rho-sharpness and local entropy are written as steps (``algorithms.steps``) with their cases and
+results factored out (``rho_cases``, ``entropy_steps``, ``entropy_results``), so a group's
+stacked pass (``suite.group_perturbation``) runs exactly these definitions.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
-from ..algorithms.entropy import local_entropy_chain
+from ..algorithms.entropy import EntropyResult, sgld_steps
 from ..algorithms.pacbayes import (
     SearchResult,
     alpha_search,
@@ -16,11 +22,12 @@ from ..algorithms.pacbayes import (
     sigma_search,
 )
 from ..algorithms.sharpness import (
-    average_sharpness,
+    ascent_steps,
+    average_steps,
     keskar_sharpness,
-    projected_ascent,
     random_subspace,
 )
+from ..algorithms.steps import Steps, drive
 from ..core.objective import generator
 from .bookkeeping import MeasureRun, Results, init_vector
 
@@ -50,71 +57,68 @@ def keskar(model, data, settings, seed, context) -> Results:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class RhoCase:
+    """One of rho-sharpness's four results: the steps it runs on each batch and how their
+    outcomes make the result (one definition for a run alone and for a stacked group)."""
+
+    name: str
+    rho: float
+    scale: torch.Tensor | float
+    s: dict
+
+    @property
+    def worst(self) -> bool:
+        """Worst case (steps are sent losses and gradients) or average (losses only)."""
+        return self.name.startswith("sharpness_worst")
+
+    def steps(self, theta: torch.Tensor, gen: torch.Generator) -> Steps:
+        s = self.s
+        if self.worst:
+            return ascent_steps(theta, rho=self.rho, scale=self.scale, norm=s["norm"],
+                                n_steps=s["n_steps"], n_restarts=s["n_restarts"], gen=gen)  # fmt: skip
+        return average_steps(theta, rho=self.rho, scale=self.scale, noise=s["avg_noise"],
+                             n_samples=s["n_samples"], gen=gen)  # fmt: skip
+
+    def summary(self, outcomes: list) -> tuple[float, float | None, dict]:
+        """Value, stderr and details from the batches' outcomes (ascents or averages)."""
+        n = len(outcomes)
+        if self.worst:
+            gains = [o.gain for o in outcomes]
+            se = float(torch.tensor(gains).std() / math.sqrt(n)) if n > 1 else None
+            return sum(gains) / n, se, dict(rho=self.rho, norm=self.s["norm"], n_batches=n)
+        t = torch.tensor([x for o in outcomes for x in o[2]], dtype=torch.float64)
+        se = float(t.std() / math.sqrt(len(t)))
+        return float(t.mean()), se, dict(rho=self.rho, noise=self.s["avg_noise"], n_batches=n)
+
+
+def rho_cases(s: dict, theta: torch.Tensor) -> tuple[RhoCase, ...]:
+    """The four results in order, for the run at ``theta`` (the adaptive scale is per run)."""
+    adaptive = theta.abs() + s["eta"]
+    return (RhoCase("sharpness_worst", s["rho"], 1.0, s),
+            RhoCase("sharpness_worst_adaptive", s["rho_adaptive"], adaptive, s),
+            RhoCase("sharpness_avg", s["avg_rho"], 1.0, s),
+            RhoCase("sharpness_avg_adaptive", s["avg_rho_adaptive"], adaptive, s))  # fmt: skip
+
+
+def rho_batches(s: dict, n: int) -> list[slice]:
+    """The subset's rows in batches of ``batch_size`` (``None``: one batch)."""
+    size = s["batch_size"] or n
+    return [slice(i, i + size) for i in range(0, n, size)]
+
+
 def rho_sharpness(model, data, settings, seed, context) -> Results:
     r = MeasureRun("rho_sharpness", model, data, settings, context)
-    s, obj, theta = r.s, r.obj, r.obj.theta0
-    bs = s["batch_size"] or obj.n
-    batches = [obj.rows(slice(i, i + bs)) for i in range(0, obj.n, bs)]
-    adaptive_scale = theta.abs() + s["eta"]
-    gen = generator(seed)
+    batches = [r.obj.rows(b) for b in rho_batches(r.s, r.obj.n)]
+    gen = generator(seed)  # one generator through the four cases and their batches, in order
     out = []
-    for suffix, rho, scale in (
-        ("", s["rho"], 1.0),
-        ("_adaptive", s["rho_adaptive"], adaptive_scale),
-    ):
+    for case in rho_cases(r.s, r.obj.theta0):
         r.mark()
-        gains = [
-            projected_ascent(
-                b.loss_grad,
-                theta,
-                rho=rho,
-                scale=scale,
-                norm=s["norm"],
-                n_steps=s["n_steps"],
-                n_restarts=s["n_restarts"],
-                gen=gen,
-            ).gain
-            for b in batches
-        ]
-        se = float(torch.tensor(gains).std() / math.sqrt(len(gains))) if len(gains) > 1 else None
-        out.append(
-            r.result(
-                f"sharpness_worst{suffix}",
-                sum(gains) / len(gains),
-                stderr=se,
-                rho=rho,
-                norm=s["norm"],
-                n_batches=len(batches),
-            )
-        )
-    for suffix, rho, scale in (
-        ("", s["avg_rho"], 1.0),
-        ("_adaptive", s["avg_rho_adaptive"], adaptive_scale),
-    ):
-        r.mark()
-        samples: list[float] = []
-        for b in batches:
-            samples += average_sharpness(
-                b.loss,
-                theta,
-                rho=rho,
-                scale=scale,
-                noise=s["avg_noise"],
-                n_samples=s["n_samples"],
-                gen=gen,
-            )[2]
-        t = torch.tensor(samples, dtype=torch.float64)
-        out.append(
-            r.result(
-                f"sharpness_avg{suffix}",
-                float(t.mean()),
-                stderr=float(t.std() / math.sqrt(len(samples))),
-                rho=rho,
-                noise=s["avg_noise"],
-                n_batches=len(batches),
-            )
-        )
-    obj.restore()
+        outcomes = [drive(case.steps(r.obj.theta0, gen), b.loss_grad if case.worst else b.loss)
+                    for b in batches]  # fmt: skip
+        value, stderr, details = case.summary(outcomes)
+        out.append(r.result(case.name, value, stderr=stderr, **details))
+    r.obj.restore()
     return tuple(out)
 
 
@@ -179,19 +183,21 @@ def _jiang_flatness(
 
 def local_entropy(model, data, settings, seed, context) -> Results:
     r = MeasureRun("local_entropy", model, data, settings, context)
-    s = r.s
-    res = local_entropy_chain(
-        r.obj.loss_grad,
-        r.obj.theta0,
-        gamma=s["gamma"],
-        temperature=s["temperature"],
-        lr=s["lr"],
-        burn_in=s["burn_in"],
-        n_samples=s["n_samples"],
-        n_batches=s["n_batches"],
-        gen=generator(seed),
-    )
+    res = drive(entropy_steps(r.s, r.obj.theta0, seed), r.obj.loss_grad)
     r.obj.restore()
+    return entropy_results(r, res)
+
+
+def entropy_steps(s: dict, theta: torch.Tensor, seed: int) -> Steps[EntropyResult]:
+    """The run's SGLD chain at ``theta`` with its own generator (alone or in a stacked group)."""
+    return sgld_steps(theta, gamma=s["gamma"], temperature=s["temperature"], lr=s["lr"],
+                      burn_in=s["burn_in"], n_samples=s["n_samples"], n_batches=s["n_batches"],
+                      gen=generator(seed))  # fmt: skip
+
+
+def entropy_results(r, res: EntropyResult) -> Results:
+    """The energy gap and displacement (``r``: a ``MeasureRun`` or a group's ``GroupShare``)."""
+    s = r.s
     kw = dict(converged=res.finite, gamma=s["gamma"], temperature=s["temperature"], f0=res.f0)
     return (
         r.result("local_energy_gap", res.energy_gap, stderr=res.energy_gap_stderr, **kw),
