@@ -7,7 +7,17 @@ import sys
 
 import pytest
 
-from flatness.config import CONF_DIR, ConfigError, group_id, run_id
+from flatness.base import digest
+from flatness.config import (
+    CONF_DIR,
+    ConfigError,
+    copy_data,
+    group_id,
+    plain,
+    result_config,
+    run_id,
+    validate,
+)
 from flatness.study import load_study
 
 GROUPS = {
@@ -29,6 +39,43 @@ def test_run_id_ignores_bookkeeping_and_group_id_ignores_seed(compose):
     c = compose("seed=1")
     assert run_id(c) != run_id(b) and group_id(c) == group_id(b)
     assert run_id(compose("model.width=64")) != run_id(b)
+
+
+def test_hashes_read_the_config_in_place_and_equal_the_hash_of_a_copy(compose):
+    """run_id, group_id and group_key hash views that share the config's nodes (a 10^4-run study
+    hashes each config three times): the config stays as it was, and each hash is the digest of
+    its definition, computed here on a copy."""
+    from flatness.training.grouping import PER_RUN_KEYS, group_key
+
+    cfg = plain(compose("seed=3", "optim.lr=0.05", "train.checkpoint_every=2"))
+    before = copy_data(cfg)
+    ids = run_id(cfg), group_id(cfg), group_key(cfg)
+    assert cfg == before
+    expected = result_config(cfg)
+    assert "measures" not in expected and "checkpoint_every" not in expected["train"]
+    assert ids[0] == digest(expected)
+    expected.pop("seed")
+    assert ids[1] == digest(expected)
+    for dotted in PER_RUN_KEYS:
+        *path, last = dotted.split(".")
+        node = expected
+        for part in path:
+            node = node.get(part, {})
+        node.pop(last, None)
+    assert ids[2] == digest({**expected, "device": cfg["device"]})
+    result_config(cfg)["model"]["width"] = -1  # a copy: the config is untouched
+    assert cfg == before
+
+
+def test_measure_settings_are_checked_once_per_distinct_json_text(compose):
+    """Validation remembers settings it passed by their sorted JSON, which keeps true apart from 1:
+    a bool where an integer belongs still fails after the integer passed."""
+    cfg = plain(compose("measures.hessian_eigen.top_k=1"))
+    validate(cfg)
+    validate(cfg)
+    cfg["measures"]["hessian_eigen"]["top_k"] = True
+    with pytest.raises(ConfigError, match=r"measures\.hessian_eigen\.top_k = True is invalid"):
+        validate(cfg)
 
 
 @pytest.mark.parametrize(

@@ -115,8 +115,12 @@ def test_the_cache_is_read_instead_of_expanding_and_rebuilt_when_corrupt(
     assert [r.config for r in cached.runs.values()] == [r.config for r in first.runs.values()]
     assert cached.group_keys == first.group_keys and cached.seedless_ids == first.seedless_ids
     assert all(group_id(r.config) == first.seedless_ids[r.run_id] for r in first.runs.values())
+    # the measure rule's params: each run's settings as sorted JSON, each distinct text stored once
+    texts = {rid: json.dumps(r.config["measures"], sort_keys=True) for rid, r in first.runs.items()}
+    assert cached.measure_settings == first.measure_settings == texts
+    assert json.loads(path.read_text())["measure_settings"] == list(dict.fromkeys(texts.values()))
 
-    path.write_text('{"format": 3, "runs": [')  # truncated
+    path.write_text('{"format": 4, "runs": [')  # truncated
     with pytest.warns(UserWarning, match="ignoring the unreadable study cache"):
         again = load_study("small", conf_dir=conf, cache_dir=cache)
     assert again.runs == first.runs and json.loads(path.read_text())["name"] == "small"

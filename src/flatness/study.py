@@ -47,7 +47,7 @@ from typing import Any
 from flatness.base import CONF_DIR, ConfigError
 from flatness.study_checks import check_group_size, check_study
 
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,9 @@ class Study:
     group_size: int = 1  # runs trained (and measured) per process; see flatness.training.grouping
     group_keys: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     seedless_ids: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # run id -> its measure settings as sorted JSON: the measure rule's rerun trigger, serialized
+    # once at expansion instead of by every Snakemake process (one text per distinct setting)
+    measure_settings: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     def groups(self) -> dict[str, list[str]]:
         """Which runs train together in one process (``group_size`` > 1): see flatness.training.grouping."""
@@ -98,22 +101,26 @@ class Study:
 
     def to_data(self) -> dict[str, Any]:
         """Everything as plain JSON data (the cache format); ``from_data`` reads it back."""
+        texts = {t: i for i, t in enumerate(dict.fromkeys(self.measure_settings.values()))}
         runs = [[r.run_id, list(r.overrides), list(r.grids), r.config, self.group_keys[r.run_id],
-                 self.seedless_ids[r.run_id]] for r in self.runs.values()]  # fmt: skip
+                 self.seedless_ids[r.run_id], texts[self.measure_settings[r.run_id]]]
+                for r in self.runs.values()]  # fmt: skip
         return {"format": CACHE_FORMAT, "name": self.name, "grids": self.grids,
                 "stages": self.stages, "allow_gaps": self.allow_gaps,
-                "description": self.description, "group_size": self.group_size, "runs": runs}  # fmt: skip
+                "description": self.description, "group_size": self.group_size,
+                "measure_settings": list(texts), "runs": runs}  # fmt: skip
 
     @classmethod
     def from_data(cls, d: Mapping[str, Any]) -> Study:
         if d.get("format") != CACHE_FORMAT:
             raise ValueError(f"cache format {d.get('format')!r}, expected {CACHE_FORMAT}")
-        runs = {rid: RunSpec(rid, tuple(o), tuple(g), c) for rid, o, g, c, *_ in d["runs"]}
-        keys = {rid: str(key) for rid, *_, key, _ in d["runs"]}
-        seedless = {rid: str(sid) for rid, *_, sid in d["runs"]}
+        runs, keys, seedless, measures, texts = {}, {}, {}, {}, d["measure_settings"]
+        for rid, overrides, grids, config, key, sid, text in d["runs"]:
+            runs[rid] = RunSpec(rid, tuple(overrides), tuple(grids), config)
+            keys[rid], seedless[rid], measures[rid] = str(key), str(sid), str(texts[text])
         return cls(str(d["name"]), runs, dict(d["grids"]), dict(d["stages"]),
                    bool(d["allow_gaps"]), str(d["description"]), int(d["group_size"]), keys,
-                   seedless)  # fmt: skip
+                   seedless, measures)  # fmt: skip
 
 
 def available_studies(conf_dir: Path | None = None) -> list[str]:
@@ -155,7 +162,8 @@ def load_study(
         if cache_dir is not None:
             from flatness.io import atomic_write_text
 
-            atomic_write_text(cache, json.dumps(study.to_data(), separators=(",", ":")))
+            with _no_gc():
+                atomic_write_text(cache, json.dumps(study.to_data(), separators=(",", ":")))
             for stale in cache.parent.glob(f"{name}-*.json"):  # older conf/ or sources
                 if stale != cache:
                     stale.unlink(missing_ok=True)
@@ -214,8 +222,10 @@ def _expand(name: str, conf_dir: Path, results_dir: str) -> Study:
     group_size = check_group_size(name, spec.get("group_size", 1))
     keys = {rid: group_key(r.config) for rid, r in runs.items()}
     seedless = {rid: group_id(r.config) for rid, r in runs.items()}
+    # the measure rule's params, the text they have always been: upgrading reruns no measures
+    measures = {rid: json.dumps(r.config["measures"], sort_keys=True) for rid, r in runs.items()}
     return Study(name, runs, grids, spec.get("stages") or {}, bool(spec.get("allow_gaps", False)),
-                 str(spec.get("description", "")), group_size, keys, seedless)  # fmt: skip
+                 str(spec.get("description", "")), group_size, keys, seedless, measures)  # fmt: skip
 
 
 def _points(sweep: Mapping, seeds: Sequence[int]):

@@ -3,7 +3,8 @@ rule manifest:
     output:
         f"{R}/manifest.json",
     params:
-        manifest=json.dumps(STUDY.manifest(), indent=2),
+        # a function: only the process that runs this job writes the text, not every cluster job
+        manifest=lambda wildcards: json.dumps(STUDY.manifest(), indent=2),
     localrule: True
     threads: 1
     log:

@@ -18,8 +18,9 @@ def run_overrides(wildcards):
 
 
 def measure_settings(run_id):
-    """The run's measure settings as JSON: a change in conf/measures/ reruns the measure stage."""
-    return json.dumps(STUDY.runs[run_id].config["measures"], sort_keys=True)
+    """The run's measure settings as JSON: a change in conf/measures/ reruns the measure stage
+    (serialized once, when the study is expanded, and cached with it)."""
+    return STUDY.measure_settings[run_id]
 
 
 def measures_enabled():
@@ -86,9 +87,14 @@ GROUP_OF = {rid: gid for gid, members in GROUPS.items() for rid in members}
 
 def group_run_args(wildcards):
     """``--run <overrides>`` for every run of the job's group, quoted for the shell."""
+    return _group_run_args(wildcards.group)
+
+
+@functools.cache  # a group's train and measure jobs ask for the same text
+def _group_run_args(group):
     return " ".join(
         "--run " + " ".join(shlex.quote(o) for o in STUDY.runs[rid].overrides)
-        for rid in GROUPS[wildcards.group]
+        for rid in GROUPS[group]
     )
 
 

@@ -41,18 +41,26 @@ def group_key(cfg: Any) -> str:
 
     ``cfg``: a run config, plain data or a DictConfig (imported here, not at the top: a
     Snakemake process that reads a cached study groups it without importing torch)."""
-    from flatness.config import digest, plain, result_config
+    from flatness.config import digest, result_view
 
-    full = plain(cfg)
-    c = result_config(full)
+    c = result_view(cfg)  # shares cfg's nodes: _without copies only the dicts it changes
     for dotted in PER_RUN_KEYS:
-        *path, last = dotted.split(".")
-        node = c
-        for part in path:
-            node = node.get(part, {})
-        node.pop(last, None)
-    c["device"] = full["device"]  # bookkeeping for run ids, but one group runs on one device
+        c = _without(c, dotted.split("."))
+    c["device"] = cfg["device"]  # bookkeeping for run ids, but one group runs on one device
     return digest(c)
+
+
+def _without(node: Any, path: list[str]) -> Any:
+    """``node`` less the key at ``path``, copying only the dicts along it; ``node`` is unchanged."""
+    head, *rest = path
+    if not isinstance(node, Mapping) or head not in node:
+        return node
+    out = dict(node)
+    if rest:
+        out[head] = _without(node[head], rest)
+    else:
+        del out[head]
+    return out
 
 
 def make_groups(
