@@ -50,22 +50,10 @@ class EntropyResult:
     finite: bool  # False if the chain diverged (lr too large for the curvature)
 
 
-def local_entropy_chain(
-    loss_grad: LossGrad,
-    theta: torch.Tensor,
-    *,
-    gamma: float,
-    temperature: float,
-    lr: float,
-    burn_in: int,
-    n_samples: int,
-    n_batches: int = 10,
-    gen: torch.Generator,
-) -> EntropyResult:
-    """The chain at ``theta`` on one run's ``loss_grad`` (``sgld_steps`` driven alone)."""
-    steps = sgld_steps(theta, gamma=gamma, temperature=temperature, lr=lr, burn_in=burn_in,
-                       n_samples=n_samples, n_batches=n_batches, gen=gen)  # fmt: skip
-    return drive(steps, loss_grad)
+def local_entropy_chain(loss_grad: LossGrad, theta: torch.Tensor, **chain) -> EntropyResult:
+    """The chain at ``theta`` on one run's ``loss_grad``: ``sgld_steps(theta, **chain)`` driven
+    alone (the group path drives the same steps in lockstep)."""
+    return drive(sgld_steps(theta, **chain), loss_grad)
 
 
 def sgld_steps(

@@ -140,22 +140,10 @@ def _ascent_direction(g: torch.Tensor, norm: str) -> torch.Tensor:
     return g / r if float(r) > 0 else g
 
 
-def projected_ascent(
-    loss_grad: LossGrad,
-    theta: torch.Tensor,
-    *,
-    rho: float,
-    scale: torch.Tensor | float = 1.0,
-    norm: str = "l2",
-    n_steps: int = 10,
-    n_restarts: int = 1,
-    step_size: float | None = None,
-    gen: torch.Generator,
-) -> AscentResult:
-    """Maximize ``L(theta + scale * z)`` over ``||z||_norm <= rho`` (see the module docstring)."""
-    steps = ascent_steps(theta, rho=rho, scale=scale, norm=norm, n_steps=n_steps,
-                         n_restarts=n_restarts, step_size=step_size, gen=gen)  # fmt: skip
-    return drive(steps, loss_grad)
+def projected_ascent(loss_grad: LossGrad, theta: torch.Tensor, **ascent) -> AscentResult:
+    """Maximize ``L(theta + scale * z)`` over ``||z||_norm <= rho`` (see the module docstring):
+    ``ascent_steps(theta, **ascent)`` driven alone."""
+    return drive(ascent_steps(theta, **ascent), loss_grad)
 
 
 def ascent_steps(
@@ -207,18 +195,11 @@ def _ascent(theta, rho, scale, norm, n_steps, n_restarts, step_size, gen) -> Ste
 
 
 def average_sharpness(
-    loss: LossFn,
-    theta: torch.Tensor,
-    *,
-    rho: float,
-    scale: torch.Tensor | float = 1.0,
-    noise: str = "gaussian",
-    n_samples: int = 20,
-    gen: torch.Generator,
+    loss: LossFn, theta: torch.Tensor, **average
 ) -> tuple[float, float, tuple[float, ...]]:
-    """``E[L(theta + rho * scale * xi)] - L(theta)``: mean, standard error and the samples."""
-    steps = average_steps(theta, rho=rho, scale=scale, noise=noise, n_samples=n_samples, gen=gen)
-    return drive(steps, loss)
+    """``E[L(theta + rho * scale * xi)] - L(theta)``: mean, standard error and the samples
+    (``average_steps(theta, **average)`` driven alone)."""
+    return drive(average_steps(theta, **average), loss)
 
 
 def average_steps(
