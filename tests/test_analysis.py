@@ -25,6 +25,18 @@ def test_kendall_tau_matches_scipy_with_ties(seed):
     assert np.isnan(kendall_tau(np.ones(5), np.arange(5)))
 
 
+def test_permutation_p_values_use_n_perm_not_n_boot():
+    """A perfectly ordered measure over 14 configurations: no permutation of 5000 matches it
+    (exact p ~ 1e-11), so p = 1/(n_perm + 1). Floored at 1/(n_boot + 1) instead, Holm over 27
+    measures could never go below 0.025 and claim (g) could never be reproduced."""
+    table = pd.DataFrame({"group_id": [f"c{i:02d}" for i in range(14)],
+                          "gen_gap": np.arange(14.0), "m.x": np.arange(14.0) ** 2})  # fmt: skip
+    row = correlation_table(table, ["m.x"], n_boot=10, n_mc=0, n_perm=5000).iloc[0]
+    assert row["tau"] == 1.0
+    assert row["tau_p_greater"] == pytest.approx(1 / 5001)
+    assert row["tau_p_less"] == pytest.approx(1.0)
+
+
 def test_kendall_tau_rejects_bad_input():
     with pytest.raises(ValueError, match="same length"):
         kendall_tau([1, 2], [1, 2, 3])

@@ -111,7 +111,7 @@ def correlation_table(
         row.update(_bootstrap(configs, measure, target, axes, n_boot, ci, rng))
         row["tau_measure_sd"] = _measure_noise_sd(configs, measure, target, n_mc, rng)
         row["tau_p_greater"], row["tau_p_less"] = _permutation(
-            configs, measure, target, n_boot, rng
+            configs, measure, target, n_perm, rng
         )
         row.update(_cells_per_axis(configs, axes))
         row["n_configs"] = len(configs)
